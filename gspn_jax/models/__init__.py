@@ -1,0 +1,29 @@
+"""Model registries named as in the papers: GSPN_models["GSPN-XL/2"], DiT_models["DiT-XL/2"]."""
+
+from gspn_jax.models.dit import DiT, DiT_models
+from gspn_jax.models.gspn import GSPN, GSPN_models
+
+ARCHITECTURES = {"GSPN": GSPN, "DiT": DiT}
+
+
+def create_model(name, **kwargs):
+  """A registry entry ("GSPN-S/2", "DiT-XL/2", ...) or a bare architecture ("GSPN", "DiT")
+  with its sizes in kwargs."""
+  registry = {**GSPN_models, **DiT_models, **ARCHITECTURES}
+  if name not in registry:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(registry)}")
+  return registry[name](**kwargs)
+
+
+def count_params(model):
+  """Number of parameters, fixed positional embeddings included (as DiT's and GSPN's counts do)."""
+  import jax
+  from flax import nnx
+
+  from gspn_jax.models.dit import PosEmbed
+
+  state = nnx.state(model, nnx.Any(nnx.Param, PosEmbed))
+  return sum(x.size for x in jax.tree.leaves(state))
+
+
+__all__ = ["GSPN", "GSPN_models", "DiT", "DiT_models", "create_model", "count_params"]

@@ -1,0 +1,181 @@
+"""GSPN diffusion model: U-ViT-style stack of GSPN blocks, no positional embedding.
+
+Follows the released generation model (NVlabs/GSPN generation/gspn.py) in NHWC,
+with its two defects made selectable rather than copied (see `GSPN` options).
+"""
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
+                                    drop_path, forward_with_cfg, split_key, torch_conv_kernel, unpatchify,
+                                    xavier_uniform, zeros)
+from gspn_jax.ops import gspn_scan, normalize_gates
+
+MERGES = ("aligned", "released")
+# Direction of the k-th channel group: the released code scans [x, x^T, flipW(x),
+# flipW(x^T)] left to right, which in the image frame is lr, tb, rl, bt.
+GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")
+
+
+class GSPNCore(nnx.Module):
+  """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d."""
+
+  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs):
+    if merge not in MERGES:
+      raise ValueError(f"merge={merge!r}; use one of {MERGES}")
+    d, ds = hidden_size, hidden_size // 16
+    self.chunk, self.merge, self.impl = chunk, merge, impl
+    lin = functools.partial(nnx.Linear, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype,
+                            rngs=rngs)  # 1x1 Conv2d layers of the released code
+    self.x_conv_down = lin(d, ds)
+    self.w_conv_up = lin(ds, 12 * d)
+    self.l_conv_up = lin(ds, 4 * d)
+    self.u_conv_up = lin(ds, 4 * d)
+    self.d_conv = lin(ds, 4 * d)
+    self.m_conv = nnx.Param(torch_conv_kernel(rngs.params(), (4, 1))[:, 0])  # Conv2d(4, 1, 1x1)
+
+  def __call__(self, x):
+    b, h, w, d = x.shape
+    xp = self.x_conv_down(x)
+    gl, gc, gr = jnp.split(self.w_conv_up(xp), 3, axis=-1)  # each (B, H, W, 4D)
+    lam, u, dd = self.l_conv_up(xp), self.u_conv_up(xp), self.d_conv(xp)
+    m = self.m_conv[...].astype(x.dtype)
+    if self.merge == "released":
+      return self._released(x, gl, gc, gr, lam, u, dd, m)
+    y = 0
+    for k, direction in enumerate(GROUP_DIRECTIONS):
+      group = slice(k * d, (k + 1) * d)
+      line_axis = 1 if direction in ("lr", "rl") else 2
+      gk = normalize_gates(gl[..., group], gc[..., group], gr[..., group], line_axis)
+      hk = gspn_scan(x, *gk, lam[..., group], direction=direction, chunk=self.chunk, impl=self.impl)
+      y = y + m[k] * (hk * u[..., group] + x * dd[..., group])
+    return y
+
+  def _released(self, x, gl, gc, gr, lam, u, dd, m):
+    """The released behaviour: transposed/flipped INPUTS scanned left to right with
+    gates from the untransformed frame, outputs merged without mapping back."""
+    b, h, w, d = x.shape
+    if h != w:
+      raise ValueError(f"merge='released' needs a square token grid, got {h}x{w}; use merge='aligned'")
+    xt = jnp.swapaxes(x, 1, 2)
+    xs = jnp.concatenate([x, xt, x[:, :, ::-1], xt[:, :, ::-1]], axis=-1)
+    gl, gc, gr = normalize_gates(gl, gc, gr, line_axis=1)
+    hs = gspn_scan(xs, gl, gc, gr, lam, direction="lr", chunk=self.chunk, impl=self.impl)
+    y = (hs * u + xs * dd).reshape(b, h, w, 4, d)
+    return jnp.einsum("bhwkd,k->bhwd", y, m)
+
+
+class Block(nnx.Module):
+  """Mamba-style (hidden, residual) block: LN -> in_proj -> dw7x7 -> GSPN -> 1x1 -> dw3x3
+  -> squared ReLU -> out_proj; decoder blocks first fuse the U-ViT long skip."""
+
+  def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs):
+    d = hidden_size
+    self.drop_path = drop_path
+    self.dtype = dtype
+    xav = functools.partial(nnx.Linear, kernel_init=xavier_uniform, bias_init=zeros, dtype=dtype, rngs=rngs)
+    self.skip_linear = xav(2 * d, d) if skip else None
+    self.norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
+    self.in_proj = xav(d, d, use_bias=False)
+    self.conv2d = DepthwiseConv(d, 7, use_bias=True, dtype=dtype, rngs=rngs)
+    self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs)
+    self.out_conv = nnx.Linear(d, d, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype, rngs=rngs)
+    self.out_dconv = DepthwiseConv(d, 3, use_bias=False, dtype=dtype, rngs=rngs)
+    self.out_proj = xav(d, d, use_bias=False)
+
+  def __call__(self, hidden, residual, skip=None, key=None):
+    if self.skip_linear is not None:
+      hidden = self.skip_linear(jnp.concatenate([hidden, skip], axis=-1))
+    if residual is None:
+      residual = hidden.astype(jnp.float32)
+    else:
+      residual = residual + drop_path(hidden, self.drop_path, key).astype(jnp.float32)
+    z = self.norm(residual).astype(self.dtype)
+    z = self.conv2d(self.in_proj(z))
+    z = self.spn(z)
+    z = self.out_dconv(self.out_conv(z))
+    z = z * nnx.relu(z)
+    return self.out_proj(z), residual
+
+
+def _call_block(block, hidden, residual, skip, key):
+  return block(hidden, residual, skip, key)
+
+
+class GSPN(nnx.Module):
+  """Class-conditional GSPN diffusion backbone: model(x, t, y) -> (B, H, W, 2C).
+
+  Options beyond the sizes:
+    segment_length: GSPN segment length n (2 in the paper and release).
+    global_last_blocks: the paper's design makes the last two decoder blocks global;
+      the released code never passes that setting through (False = released).
+    merge: "aligned" (each direction scanned in place, outputs in the image frame) or
+      "released" (input transposed/flipped, outputs merged unmapped; square grids only).
+    drop_path_rate: stochastic depth, linear over blocks; class_dropout_prob: CFG label drop.
+    remat: rematerialise each block in the backward pass.
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay fp32.
+    scan_impl: gspn_scan implementation ("auto", "xla", "triton").
+  """
+
+  def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
+               num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
+               segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
+               dtype=jnp.float32, scan_impl="auto", rngs):
+    self.input_size = input_size  # default sampling resolution; the model itself is resolution-free
+    self.in_channels = in_channels
+    self.out_channels = in_channels * 2 if learn_sigma else in_channels
+    self.patch_size = patch_size
+    self.num_classes = num_classes
+    self.depth = depth
+    self.remat = remat
+    self.drop_path_rate = drop_path_rate
+    self.dtype = dtype
+    d = hidden_size
+    self.x_embedder = PatchEmbed(patch_size, in_channels, d, dtype=dtype, rngs=rngs)
+    self.t_embedder = TimestepEmbedder(d, dtype=dtype, rngs=rngs)
+    self.y_embedder = LabelEmbedder(num_classes, d, class_dropout_prob, rngs=rngs)
+    # Block i drops the previous block's output: rates [0] + linspace(0, rate, depth).
+    rates = [0.0] + [float(r) for r in np.linspace(0, drop_path_rate, depth)]
+    half = depth // 2
+    block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs)
+    self.in_blocks = nnx.List([block(chunk=segment_length, drop_path=rates[i], skip=False) for i in range(half)])
+    self.mid_block = block(chunk=segment_length, drop_path=rates[half], skip=False)
+    self.out_blocks = nnx.List([
+        block(chunk=None if (global_last_blocks and i >= half - 2) else segment_length,
+              drop_path=rates[half + 1 + i], skip=True)
+        for i in range(half)])
+    self.norm_f = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
+    self.final_layer = FinalLayer(d, patch_size, self.out_channels, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, t, y, key=None):
+    """x: (B, H, W, C) noisy input; t: (B,) timesteps; y: (B,) labels.
+    key: enables training-time randomness (label drop, stochastic depth)."""
+    keys = split_key(key, self.depth + 3)
+    c = self.t_embedder(t) + self.y_embedder(y, keys[-1])
+    hidden = self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype)
+    call = nnx.remat(_call_block) if self.remat else _call_block
+    residual, skips = None, []
+    for i, blk in enumerate(self.in_blocks):
+      hidden, residual = call(blk, hidden, residual, None, keys[i])
+      skips.append(hidden)
+    hidden, residual = call(self.mid_block, hidden, residual, None, keys[len(skips)])
+    for i, blk in enumerate(self.out_blocks):
+      hidden, residual = call(blk, hidden, residual, skips.pop(), keys[len(self.in_blocks) + 1 + i])
+    residual = residual + drop_path(hidden, self.drop_path_rate, keys[-2]).astype(jnp.float32)
+    out = self.final_layer(self.norm_f(residual), c.astype(jnp.float32))
+    return unpatchify(out, self.patch_size, self.out_channels).astype(jnp.float32)
+
+  def forward_with_cfg(self, x, t, y, cfg_scale, cfg_channels=3):
+    return forward_with_cfg(self, x, t, y, cfg_scale, cfg_channels)
+
+
+def _size(hidden_size, depth, patch_size):
+  return functools.partial(GSPN, hidden_size=hidden_size, depth=depth, patch_size=patch_size)
+
+
+_SIZES = {"S": (368, 24), "B": (900, 30), "L": (1200, 56), "XL": (1500, 56)}
+GSPN_models = {f"GSPN-{s}/{p}": _size(d, n, p) for s, (d, n) in _SIZES.items() for p in (2, 4)}

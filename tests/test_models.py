@@ -1,0 +1,173 @@
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gspn_jax.convert import dit_from_torch, gspn_from_torch
+from gspn_jax.models import DiT, DiT_models, GSPN, GSPN_models, count_params
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+PARAM_COUNTS = {
+    "GSPN-S/2": 20_151_812, "GSPN-B/2": 144_016_356, "GSPN-L/2": 465_230_660, "GSPN-XL/2": 723_513_260,
+    "DiT-S/2": 32_963_360, "DiT-B/2": 130_512_416, "DiT-L/2": 458_102_816, "DiT-XL/2": 675_129_632,
+}
+
+
+@pytest.mark.parametrize("name", PARAM_COUNTS)
+def test_parameter_counts_match_the_papers(name):
+  registry = GSPN_models if name.startswith("GSPN") else DiT_models
+  model = nnx.eval_shape(lambda: registry[name](input_size=32, in_channels=4, num_classes=1000,
+                                                rngs=nnx.Rngs(0)))
+  assert count_params(model) == PARAM_COUNTS[name]
+
+
+def test_registries_are_complete():
+  assert sorted(GSPN_models) == sorted(f"GSPN-{s}/{p}" for s in "S B L XL".split() for p in (2, 4))
+  assert sorted(DiT_models) == sorted(f"DiT-{s}/{p}" for s in "S B L XL".split() for p in (2, 4, 8))
+
+
+def tiny_gspn(**kw):
+  kw = {"input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 32, "depth": 4,
+        "num_classes": 10, "rngs": nnx.Rngs(0), **kw}
+  return GSPN(**kw)
+
+
+def _batch(b=2, size=8, c=4, seed=0):
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  return (jax.random.normal(k1, (b, size, size, c)), jax.random.randint(k2, (b,), 0, 1000),
+          jax.random.randint(k3, (b,), 0, 10))
+
+
+def _perturb(model, seed=1):
+  """Move every parameter off its (partly zero) initialisation."""
+  state = nnx.state(model, nnx.Param)
+  leaves, tree = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  nnx.update(model, jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape)
+                                              for l, k in zip(leaves, keys)]))
+  return model
+
+
+@pytest.mark.parametrize("merge", ["aligned", "released"])
+def test_gspn_output_shape_and_zero_init_head(merge):
+  model = tiny_gspn(merge=merge)
+  out = model(*_batch())
+  assert out.shape == (2, 8, 8, 8)
+  np.testing.assert_array_equal(out, 0.0)  # adaLN-Zero style final layer
+
+
+def test_gspn_segment_settings():
+  design = tiny_gspn(depth=8)
+  released = tiny_gspn(depth=8, global_last_blocks=False)
+  assert [b.spn.chunk for b in design.out_blocks] == [2, 2, None, None]
+  assert all(b.spn.chunk == 2 for b in [*released.in_blocks, released.mid_block, *released.out_blocks])
+
+
+def test_gspn_is_resolution_free_and_aligned_merge_takes_non_square_grids():
+  model = _perturb(tiny_gspn())
+  x, t, y = _batch()
+  assert model(jnp.zeros((2, 12, 16, 4)), t, y).shape == (2, 12, 16, 8)
+  with pytest.raises(ValueError, match="square"):
+    _perturb(tiny_gspn(merge="released"))(jnp.zeros((2, 12, 16, 4)), t, y)
+
+
+def test_gspn_matches_the_released_pytorch_model():
+  f = np.load(DATA / "gspn_released_tiny.npz")
+  sd = {k[3:]: f[k] for k in f.files if k.startswith("sd/")}
+  model = gspn_from_torch(tiny_gspn(merge="released", global_last_blocks=False), sd)
+  out = model(jnp.asarray(f["x"]).transpose(0, 2, 3, 1), jnp.asarray(f["t"]), jnp.asarray(f["y"]))
+  ref = f["out"].transpose(0, 2, 3, 1)
+  assert np.abs(np.asarray(out) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_converter_rejects_wrong_checkpoints():
+  f = np.load(DATA / "gspn_released_tiny.npz")
+  sd = {k[3:]: f[k] for k in f.files if k.startswith("sd/")}
+  with pytest.raises(KeyError, match="lacks"):
+    gspn_from_torch(tiny_gspn(), {k: v for k, v in sd.items() if k != "norm_f.bias"})
+  with pytest.raises(KeyError, match="no counterpart"):
+    gspn_from_torch(tiny_gspn(), {**sd, "pos_embed": np.zeros((1, 16, 32))})
+  with pytest.raises(ValueError, match="shape"):
+    gspn_from_torch(tiny_gspn(), {**sd, "norm_f.weight": np.zeros(33)})
+  with pytest.raises(ValueError, match="expects"):
+    gspn_from_torch(tiny_gspn(hidden_size=48), sd)  # a checkpoint of another size
+
+
+def test_dit_matches_the_official_pytorch_model():
+  f = np.load(DATA / "dit_official_tiny.npz")
+  sd = {k[3:]: f[k] for k in f.files if k.startswith("sd/")}
+  model = DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4,
+              num_classes=10, rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(model.pos_embed[...].reshape(sd["pos_embed"].shape), sd["pos_embed"], atol=1e-7)
+  dit_from_torch(model, sd)
+  x, t, y = jnp.asarray(f["x"]).transpose(0, 2, 3, 1), jnp.asarray(f["t"]), jnp.asarray(f["y"])
+  for out, name in ((model(x, t, y), "out"), (model.forward_with_cfg(x, t, y, 1.5), "cfg")):
+    ref = f[name].transpose(0, 2, 3, 1)
+    assert np.abs(np.asarray(out) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("arch", ["gspn", "dit"])
+def test_forward_with_cfg_guides_the_first_channels_only(arch):
+  model = tiny_gspn() if arch == "gspn" else DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=32,
+                                                 depth=2, num_heads=4, num_classes=10, rngs=nnx.Rngs(0))
+  _perturb(model)
+  x, t, _ = _batch(b=4)
+  y = jnp.array([3, 7, 10, 10])
+  xx = jnp.concatenate([x[:2], x[:2]])
+  raw = model(xx, t, y)
+  for channels in (3, 4):
+    out = model.forward_with_cfg(x, t, y, 1.5, cfg_channels=channels)
+    cond, uncond = raw[:2], raw[2:]
+    guided = uncond[..., :channels] + 1.5 * (cond[..., :channels] - uncond[..., :channels])
+    np.testing.assert_allclose(out[:2, ..., :channels], guided, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[:2, ..., channels:], cond[..., channels:], rtol=1e-5, atol=1e-6)
+
+
+def test_label_drop_and_drop_path_need_a_key():
+  model = _perturb(tiny_gspn(class_dropout_prob=1.0, drop_path_rate=0.0))
+  x, t, y = _batch()
+  null = jnp.full_like(y, 10)
+  np.testing.assert_allclose(model(x, t, y, key=jax.random.key(0)), model(x, t, null), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(model(x, t, y), model(x, t, null))
+  dp = _perturb(tiny_gspn(drop_path_rate=0.9, class_dropout_prob=0.0))
+  assert not np.allclose(dp(x, t, y, key=jax.random.key(3)), dp(x, t, y))
+
+
+def _grads(model, x, t, y):
+  target = jnp.ones(x.shape[:3] + (8,))
+  return nnx.grad(lambda m: jnp.mean((m(x, t, y) - target) ** 2))(model)
+
+
+def test_remat_gives_the_same_gradients():
+  x, t, y = _batch()
+  g1 = _grads(_perturb(tiny_gspn()), x, t, y)
+  g2 = _grads(_perturb(tiny_gspn(remat=True)), x, t, y)
+  for a, b in zip(jax.tree.leaves(nnx.state(g1)), jax.tree.leaves(nnx.state(g2))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_compute_keeps_fp32_params_and_tracks_fp32():
+  x, t, y = _batch()
+  m32 = _perturb(tiny_gspn())
+  m16 = _perturb(tiny_gspn(dtype=jnp.bfloat16))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(m16, nnx.Param)))
+  o32, o16 = m32(x, t, y), m16(x, t, y)
+  assert o16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(o16)))
+  assert float(jnp.abs(o16 - o32).max()) < 0.05 * float(jnp.abs(o32).max())
+  g = _grads(m16, x, t, y)
+  assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(nnx.state(g)))
+
+
+def test_gspn_s2_forward_and_backward_on_cpu():
+  model = GSPN_models["GSPN-S/2"](input_size=32, in_channels=4, num_classes=1000, rngs=nnx.Rngs(0))
+  _perturb(model)  # the zero-initialised head would otherwise stop every gradient before it
+  x, t, y = _batch(b=2, size=32)
+  y = y * 100
+  loss, grads = nnx.jit(nnx.value_and_grad(lambda m: jnp.mean((m(x, t, y, key=jax.random.key(1)) - 1.0) ** 2)))(model)
+  assert np.isfinite(float(loss))
+  norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(nnx.state(grads))]
+  assert all(np.isfinite(norms)) and all(n > 0 for n in norms)
