@@ -6,6 +6,7 @@ target parameter: Linear (out, in) -> (in, out), Conv2d (O, I, kh, kw) -> (kh, k
 parameter filled, with shapes checked, so a wrong checkpoint fails loudly.
 """
 
+import pathlib
 import re
 
 import jax.numpy as jnp
@@ -27,6 +28,26 @@ _GSPN = [
 _DIT = [
     (r"\.mlp\.(fc1|fc2)\.", r".mlp_\1."),
 ]
+
+
+def read_torch_state_dict(path):
+  """{name: numpy array} from a PyTorch checkpoint: a plain state dict (the official
+  DiT-XL-2-256x256.pt), or a DiT training checkpoint ({"model", "ema", ...}: its EMA).
+  An .npz of the same names needs no torch."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"checkpoint {path} not found")
+  if path.suffix == ".npz":
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f"reading {path} needs torch (pip install torch), or an .npz of its state dict") from e
+  obj = torch.load(path, map_location="cpu", weights_only=True)
+  if "ema" in obj and isinstance(obj["ema"], dict):
+    obj = obj["ema"]
+  return {k: v.float().numpy() for k, v in obj.items()}
 
 
 def gspn_from_torch(model, state_dict):

@@ -1,0 +1,83 @@
+"""The one base config every experiment file starts from (configs/*.py).
+
+Each field is documented here once; experiment files change only what differs.
+"""
+
+import ml_collections
+
+SCHEDULES = ("constant", "cosine")
+DTYPES = ("float32", "bfloat16")
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"          # "digits" (embedded) or "imagenet_latents"
+  c.data.path = ""                # dataset location, for datasets that live on disk
+  c.data.vae = "stabilityai/sd-vae-ft-ema"  # latent datasets: the encoder they were made with
+  c.data.image_size = 8           # spatial size of the model input (latent size for latents)
+  c.data.channels = 1
+  c.data.num_classes = 10
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "GSPN"           # a registry name ("GSPN-XL/2", "DiT-XL/2") or "GSPN" / "DiT"
+  c.model.kwargs = ml_collections.ConfigDict()  # sizes for bare names, and model options
+  c.compute_dtype = "float32"     # "bfloat16": bf16 compute, fp32 parameters and optimizer
+  c.remat = False                 # rematerialise each block in the backward pass
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.steps = 1000
+  c.diffusion.schedule = "linear"
+
+  c.batch_size = 256              # global batch, over all devices and hosts
+  c.num_steps = 1000
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-4
+  c.optim.weight_decay = 0.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.schedule = "constant"   # "constant", or "cosine" (half cycle after warm-up)
+  c.optim.warmup_epochs = 0.0
+  c.optim.decay_epochs = 0.0      # cosine: length of warm-up + decay, in epochs
+  c.optim.min_lr = 0.0            # cosine: final learning rate
+  c.optim.grad_clip = 0.0         # global-norm clip; 0 = none
+  c.ema_decay = 0.9999
+
+  c.log_every = 100
+  c.ckpt_every = 5000
+  c.keep_checkpoints = 3
+  c.sample_every = 10000          # EMA sample grid as PNG; 0 = never
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num_sampling_steps = "250"
+  c.sample.sampler = "ddpm"       # "ddpm" (ancestral) or "ddim" (eta = 0)
+  c.sample.cfg_scale = 1.5
+  c.sample.cfg_channels = 3       # DiT's rule: guide the first 3 latent channels
+  c.sample.vae = "stabilityai/sd-vae-ft-ema"  # latent configs: decoder folder or hub id
+  c.sample.grid_classes = (207, 360, 387, 974, 88, 979, 417, 279)
+  c.sample.grid_per_class = 2
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.enabled = False          # the digits quality report at the end of training
+  c.eval.samples_per_class = 100
+  return c
+
+
+def validate(c):
+  """One-line errors for settings that would otherwise fail deep inside a run."""
+  if c.optim.schedule not in SCHEDULES:
+    raise ValueError(f"config.optim.schedule={c.optim.schedule!r}; use one of {SCHEDULES}")
+  if c.compute_dtype not in DTYPES:
+    raise ValueError(f"config.compute_dtype={c.compute_dtype!r}; use one of {DTYPES}")
+  if c.sample.sampler not in ("ddpm", "ddim"):
+    raise ValueError(f"config.sample.sampler={c.sample.sampler!r}; use 'ddpm' or 'ddim'")
+  if not 0 < c.sample.cfg_channels <= c.data.channels:
+    raise ValueError(f"config.sample.cfg_channels={c.sample.cfg_channels} must be in 1..{c.data.channels} "
+                     "(the model's epsilon channels)")
+  if c.num_steps < 1 or c.batch_size < 1:
+    raise ValueError("config.num_steps and config.batch_size must be positive")
+  for name in ("log_every", "ckpt_every"):
+    if c[name] < 1:
+      raise ValueError(f"config.{name} must be >= 1")
