@@ -11,8 +11,6 @@ import os
 import pathlib
 import tempfile
 
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
@@ -28,15 +26,17 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step, state, data_state):
-    self.manager.save(int(step), args=ocp.args.StandardSave({"state": state, "data": np.asarray(data_state)}))
+    """The train state (arrays) and the input iterator's state (a JSON-able dict)."""
+    self.manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                         data=ocp.args.JsonSave(data_state)))
 
   def restore(self, abstract_state, step=None):
     """(state, data_state) at step (default: newest), shaped and sharded like abstract_state."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    target = {"state": abstract_state, "data": jax.ShapeDtypeStruct((), np.int64)}
-    restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                                  data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
 
   def wait(self):

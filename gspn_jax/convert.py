@@ -56,16 +56,20 @@ def gspn_from_torch(model, state_dict):
   For outputs equal to the released model, build with merge="released" and
   global_last_blocks=False (the released code's effective segment settings).
   """
-  return _load(model, state_dict, _GSPN + _COMMON)
+  return _apply(model, match_state_dict(model, state_dict, "gspn"))
 
 
 def dit_from_torch(model, state_dict):
   """Load an official DiT state dict (e.g. DiT-XL-2-256x256.pt) into a `DiT`."""
-  return _load(model, state_dict, _DIT + _COMMON)
+  return _apply(model, match_state_dict(model, state_dict, "dit"))
 
 
-def _load(model, state_dict, rules):
-  targets = {path: var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, PosEmbed)))}
+def match_state_dict(model, state_dict, arch):
+  """{parameter path: value in the model's layout} for every parameter, with names and
+  shapes checked; `model` may be abstract (nnx.eval_shape) and the values zero-stride
+  views (np.broadcast_to), so whole checkpoints can be checked without the memory."""
+  rules = {"gspn": _GSPN, "dit": _DIT}[arch] + _COMMON
+  targets = dict(nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, PosEmbed))))
   by_name = {".".join(map(str, path)): path for path in targets}
   filled = {}
   for key, value in state_dict.items():
@@ -81,9 +85,13 @@ def _load(model, state_dict, rules):
   missing = sorted(".".join(map(str, p)) for p in targets if p not in filled)
   if missing:
     raise KeyError(f"checkpoint lacks {len(missing)} parameters of {type(model).__name__}, e.g. {missing[:5]}")
-  new_state = nnx.from_flat_state([(p, targets[p].replace(jnp.asarray(v, targets[p].dtype)))
-                                   for p, v in filled.items()])
-  nnx.update(model, new_state)
+  return filled
+
+
+def _apply(model, filled):
+  targets = dict(nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, PosEmbed))))
+  nnx.update(model, nnx.from_flat_state([(p, targets[p].replace(jnp.asarray(v, targets[p].dtype)))
+                                         for p, v in filled.items()]))
   return model
 
 

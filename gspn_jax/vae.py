@@ -208,16 +208,14 @@ def _jitted(model, method):
   return functools.partial(jax.jit(lambda state, x: getattr(nnx.merge(graphdef, state), method)(x)), state)
 
 
-def load_decoder(path_or_repo):
+def scaled_decoder(vae):
   """scaled latents (N, h, w, 4) -> images in [-1, 1] (N, 8h, 8w, 3), jitted."""
-  vae = load_vae(path_or_repo)
   decode = _jitted(vae, "decode")
   return lambda latents: decode(latents / vae.scaling_factor)
 
 
-def load_encoder(path_or_repo):
+def scaled_encoder(vae):
   """[-1, 1] images -> (mean, std) of the scaled latent posterior, jitted."""
-  vae = load_vae(path_or_repo)
   encode = _jitted(vae, "encode")
 
   def fn(images):
@@ -225,3 +223,11 @@ def load_encoder(path_or_repo):
     return mean * vae.scaling_factor, std * vae.scaling_factor
 
   return fn
+
+
+def load_decoder(path_or_repo):
+  return scaled_decoder(load_vae(path_or_repo))
+
+
+def load_encoder(path_or_repo):
+  return scaled_encoder(load_vae(path_or_repo))

@@ -213,3 +213,29 @@ def test_evaluate_cli_end_to_end(tmp_path):
     assert name in out.stdout
   result = json.loads((tmp_path / "m.json").read_text())
   assert result["num_samples"] == 12 and 0 <= result["precision"] <= 1 and result["fid"] > 0
+
+
+def test_reference_batch_statistics_are_used_when_stored(tmp_path):
+  from fid.evaluate import evaluate
+  from fid.reference import write_reference_batch
+
+  rng = np.random.default_rng(8)
+  features = lambda images: {"pool_3": images.reshape(len(images), -1)[:, :6] / 255.0,
+                             "spatial": images.reshape(len(images), -1)[:, 6:10] / 255.0,
+                             "logits": images.reshape(len(images), -1)[:, :5] / 25.0}
+  everything = rng.integers(0, 256, (40, 2, 2, 3), dtype=np.uint8)
+  write_batch(tmp_path / "all.npz", everything)
+  write_reference_batch(tmp_path / "all.npz", tmp_path / "ref.npz", features, keep=12)
+  ref = np.load(tmp_path / "ref.npz")
+  assert ref["arr_0"].shape == (12, 2, 2, 3)
+  mu, sigma = metrics.compute_statistics(features(everything.astype(np.float32))["pool_3"])
+  np.testing.assert_allclose(ref["mu"], mu, rtol=1e-6)
+  np.testing.assert_allclose(ref["sigma"], sigma, rtol=1e-6)
+  write_batch(tmp_path / "sam.npz", everything[20:])
+  with_stats = evaluate(tmp_path / "ref.npz", tmp_path / "sam.npz", features)
+  write_batch(tmp_path / "ref_plain.npz", ref["arr_0"])  # the same 12 images, no statistics
+  without = evaluate(tmp_path / "ref_plain.npz", tmp_path / "sam.npz", features)
+  smu, ssig = metrics.compute_statistics(features(everything[20:].astype(np.float32))["pool_3"])
+  assert with_stats["fid"] == pytest.approx(metrics.frechet_distance(smu, ssig, mu, sigma), rel=1e-6)
+  assert with_stats["fid"] != pytest.approx(without["fid"], rel=1e-3)
+  assert with_stats["precision"] == without["precision"]  # P/R always use the stored images

@@ -8,7 +8,7 @@ import pytest
 
 from configs import digits as digits_config
 from gspn_jax import config_lib, train
-from gspn_jax.data import ArrayIterator
+from gspn_jax.data import make_iterator
 from gspn_jax.train_state import learning_rate_fn
 
 
@@ -56,18 +56,28 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
                                             "optim.warmup_epochs": 0.0, "num_steps": 6}), tmp_path)
 
 
+def _iterator(n=100, batch=8, **kw):
+  return make_iterator(lambda pos, i: {"label": i, "pos": pos}, n, global_batch_size=batch, seed=3, **kw)
+
+
 def test_iterator_resumes_mid_epoch_and_splits_batches_over_processes():
-  images, labels = np.arange(100, dtype=np.float32).reshape(100, 1), np.arange(100)
-  it = ArrayIterator(images, labels, global_batch_size=8, seed=3)
+  it = _iterator()
   batches = [next(it)["label"] for _ in range(30)]  # crosses epochs (12 steps each)
-  again = ArrayIterator(images, labels, global_batch_size=8, seed=3)
-  again.set_state(17)
-  np.testing.assert_array_equal(next(again)["label"], batches[17])
-  parts = [ArrayIterator(images, labels, global_batch_size=8, seed=3, process_index=i, process_count=2)
-           for i in range(2)]
+  assert it.steps_per_epoch == 12
+  again = _iterator(num_threads=2)
+  for _ in range(17):
+    next(again)
+  state = again.get_state()
+  resumed = _iterator()
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["label"], batches[17])
+  parts = [_iterator(process_index=i, process_count=2) for i in range(2)]
   np.testing.assert_array_equal(np.concatenate([next(p)["label"] for p in parts]), batches[0])
   epoch = np.concatenate(batches[:12])
   assert len(set(epoch.tolist())) == 96  # no example twice within an epoch
+  assert not np.array_equal(epoch, np.concatenate(batches[12:24]))  # each epoch reshuffled
+  with pytest.raises(ValueError, match="divisible"):
+    _iterator(process_count=3)
 
 
 def test_learning_rate_schedules():

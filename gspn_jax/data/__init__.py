@@ -1,5 +1,5 @@
-"""Training input: deterministic, resumable iterators over the configured dataset."""
+"""Training input: deterministic, resumable grain pipelines over the configured dataset."""
 
-from gspn_jax.data.pipeline import ArrayIterator, create_train_iterator
+from gspn_jax.data.pipeline import GlobalOrder, create_train_iterator, make_iterator
 
-__all__ = ["ArrayIterator", "create_train_iterator"]
+__all__ = ["GlobalOrder", "create_train_iterator", "make_iterator"]
