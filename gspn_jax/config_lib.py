@@ -32,7 +32,12 @@ def base_config():
   c.diffusion.schedule = "linear"
 
   c.batch_size = 256              # global batch, over all devices and hosts
+  c.grad_accum_steps = 1          # micro-batches per step: the batch fits any device count
   c.num_steps = 1000
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                # data-parallel replicas; -1 = all remaining devices
+  c.mesh.fsdp = 1                 # > 1: parameters and optimizer state sharded (FSDP)
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-4
   c.optim.weight_decay = 0.0
@@ -78,6 +83,8 @@ def validate(c):
                      "(the model's epsilon channels)")
   if c.num_steps < 1 or c.batch_size < 1:
     raise ValueError("config.num_steps and config.batch_size must be positive")
+  if c.grad_accum_steps < 1 or c.batch_size % c.grad_accum_steps:
+    raise ValueError(f"config.grad_accum_steps={c.grad_accum_steps} must divide config.batch_size={c.batch_size}")
   for name in ("log_every", "ckpt_every"):
     if c[name] < 1:
       raise ValueError(f"config.{name} must be >= 1")

@@ -39,6 +39,15 @@ def make_sampler(graphdef, rest, *, image_shape, num_classes, num_sampling_steps
   return jax.jit(sample)
 
 
+def to_host(x):
+  """A (possibly multi-host) jax.Array as one numpy array on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def sample_in_batches(sample_fn, params, labels, key, batch_size):
   """Samples for any number of labels, batch by batch; batch i uses fold_in(key, i)."""
   labels = np.asarray(labels, np.int32)
@@ -47,7 +56,7 @@ def sample_in_batches(sample_fn, params, labels, key, batch_size):
     chunk = labels[start:start + batch_size]
     pad = batch_size - len(chunk)  # keep one compiled shape
     padded = np.concatenate([chunk, np.zeros(pad, np.int32)]) if pad else chunk
-    outs.append(np.asarray(sample_fn(params, jnp.asarray(padded), jax.random.fold_in(key, i)))[:len(chunk)])
+    outs.append(to_host(sample_fn(params, jnp.asarray(padded), jax.random.fold_in(key, i)))[:len(chunk)])
   return np.concatenate(outs)
 
 

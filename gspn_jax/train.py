@@ -1,8 +1,9 @@
 """The training loop: one linear function in banner-commented sections.
 
-train_and_evaluate(config, workdir) trains (resuming automatically from the newest
-checkpoint in workdir), writes metrics and EMA sample grids, and on the digits default
-ends with the quality report.
+train_and_evaluate(config, workdir) trains on a (data, fsdp) device mesh over every
+host, resuming automatically from the newest checkpoint in workdir; writes metrics and
+EMA sample grids from process 0; stops cleanly on SIGTERM with a checkpoint; and on the
+digits default ends with the quality report.
 """
 
 import pathlib
@@ -10,12 +11,13 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+from flax import nnx
 
-from gspn_jax import config_lib, digits_eval, sampling
+from gspn_jax import config_lib, digits_eval, sampling, sharding
 from gspn_jax.checkpoint import Checkpointer, save_config, write_json_atomic
 from gspn_jax.data import create_train_iterator
 from gspn_jax.diffusion import create_diffusion
+from gspn_jax.distributed import Preemption
 from gspn_jax.metric_writer import MetricWriter
 from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, make_optimizer,
                                   make_train_step, split_model)
@@ -23,8 +25,19 @@ from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, mak
 
 def train_and_evaluate(config, workdir):
   config_lib.validate(config)
-  workdir = pathlib.Path(workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  with jax.set_mesh(mesh):  # activations' sharding constraints resolve against it
+    return _train_and_evaluate(config, pathlib.Path(workdir), mesh)
+
+
+def _train_and_evaluate(config, workdir, mesh):
   is_main = jax.process_index() == 0
+
+  # ---- Mesh ----------------------------------------------------------------------------
+  table = sharding.rules(fsdp=mesh.shape["fsdp"] > 1)
+  if config.batch_size % (mesh.size * config.grad_accum_steps):
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by {mesh.size} devices x "
+                     f"{config.grad_accum_steps} micro-batches")
 
   # ---- Input -------------------------------------------------------------------------
   data = create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
@@ -32,52 +45,75 @@ def train_and_evaluate(config, workdir):
   steps_per_epoch = data.steps_per_epoch
 
   # ---- Model, diffusion, optimizer ------------------------------------------------------
-  graphdef, params, rest = split_model(build_model(config))
   diffusion = create_diffusion("", noise_schedule=config.diffusion.schedule,
                                diffusion_steps=config.diffusion.steps)
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   tx = make_optimizer(config, lr_fn)
-  state = init_state(params, tx, config.seed)
 
-  # ---- Checkpoint: resume from the newest one in workdir -----------------------------------
+  def init_fn():
+    _, params, rest = split_model(build_model(config))
+    return init_state(params, tx, config.seed), rest
+
+  graphdef = split_model(nnx.eval_shape(lambda: build_model(config)))[0]
+
+  # ---- Sharding: shapes from eval_shape, parameters/EMA/optimizer state sharded alike ------
+  abstract_state, abstract_rest = jax.eval_shape(init_fn)
+  state_sharding = state_shardings(abstract_state, mesh, table)
+  rest_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rest)
+  state, rest = jax.jit(init_fn, out_shardings=(state_sharding, rest_sharding))()
+
+  # ---- Checkpoint: resume from the newest one in workdir (any device count) ------------------
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
   if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, state_sharding)
+    state, data_state = ckpt.restore(target)
     data.set_state(data_state)
   elif is_main:
     save_config(workdir, config)
   step = int(state["step"])
 
   # ---- Update step ---------------------------------------------------------------------
-  train_step = jax.jit(make_train_step(graphdef, rest, diffusion, tx, lr_fn, config.ema_decay),
-                       donate_argnums=0)
+  batch_sharding = {"image": sharding.batch_sharding(mesh, 4), "label": sharding.batch_sharding(mesh, 1)}
+  train_step = jax.jit(
+      make_train_step(graphdef, rest, diffusion, tx, lr_fn, config.ema_decay, config.grad_accum_steps),
+      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=0)
 
   # ---- Loop ----------------------------------------------------------------------------
   writer = MetricWriter(workdir, total_steps=config.num_steps, initial_step=step, enabled=is_main)
   grid = _grid_sampler(config, graphdef, rest, writer)
   if step:
     writer.log(f"resumed from step {step} in {ckpt.directory}")
-  writer.log(f"{config.model.name}: {sum(x.size for x in jax.tree.leaves(params)):,} parameters, "
-             f"{steps_per_epoch} steps per epoch, global batch {config.batch_size}")
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
+  writer.log(f"{config.model.name}: {num_params:,} parameters, {steps_per_epoch} steps per epoch, global batch "
+             f"{config.batch_size} on {jax.process_count()} process(es), mesh {dict(mesh.shape)}")
   pending, tick, tick_step = None, time.time(), step
-  while step < config.num_steps:
-    state, metrics = train_step(state, next(data))
-    step += 1
-    if pending is not None:  # checked one step late, so the host never stalls the device
-      _check_finite(*pending, ckpt)
-    pending = (step, metrics)
-    writer.advance()
-    if step % config.log_every == 0 or step == config.num_steps:
-      elapsed = time.time() - tick
-      rate = (step - tick_step) / elapsed
-      writer.write(step, {**jax.device_get(metrics), "steps_per_sec": rate,
-                          "images_per_sec": rate * config.batch_size, "epoch": step / steps_per_epoch})
-      tick, tick_step = time.time(), step
-    if step % config.ckpt_every == 0 or step == config.num_steps:
-      _check_finite(*pending, ckpt)
-      ckpt.save(step, state, data.get_state())
-    if grid and config.sample_every and step % config.sample_every == 0:
-      _write_grid(grid, state["ema"], config, workdir, step, writer)
+  with Preemption() as preemption:
+    while step < config.num_steps:
+      state, metrics = train_step(state, sharding.global_batch(next(data), mesh))
+      step += 1
+      if pending is not None:  # checked one step late, so the host never stalls the device
+        _check_finite(*pending, ckpt)
+      pending = (step, metrics)
+      writer.advance()
+      if step % config.log_every == 0 or step == config.num_steps:
+        rate = (step - tick_step) / (time.time() - tick)
+        writer.write(step, {**jax.device_get(metrics), "steps_per_sec": rate,
+                            "images_per_sec": rate * config.batch_size, "epoch": step / steps_per_epoch})
+        tick, tick_step = time.time(), step
+      stop = preemption.should_stop()
+      if stop or step % config.ckpt_every == 0 or step == config.num_steps:
+        _check_finite(*pending, ckpt)
+        ckpt.save(step, state, data.get_state())
+      if stop:
+        ckpt.wait()
+        writer.log(f"stopped by a signal after step {step}; checkpoint saved, rerun the same command to resume")
+        writer.close()
+        ckpt.close()
+        return state, None
+      if grid and config.sample_every and step % config.sample_every == 0:
+        _write_grid(grid, state["ema"], config, workdir, step, writer)
   ckpt.wait()
   writer.end_progress()
   if grid and not (config.sample_every and step % config.sample_every == 0):
@@ -85,13 +121,20 @@ def train_and_evaluate(config, workdir):
 
   # ---- Evaluation ----------------------------------------------------------------------
   report = None
-  if config.eval.enabled and is_main:
+  if config.eval.enabled:
     report = evaluate_digits(config, graphdef, rest, state["ema"])
-    write_json_atomic(workdir / "eval.json", {"step": step, **report})
-    writer.log(digits_eval.format_report(report, config.sample.cfg_scale))
+    if is_main:
+      write_json_atomic(workdir / "eval.json", {"step": step, **report})
+      writer.log(digits_eval.format_report(report, config.sample.cfg_scale))
   writer.close()
   ckpt.close()
   return state, report
+
+
+def state_shardings(abstract_state, mesh, table):
+  """Parameters, EMA and optimizer state by the rules table; step and PRNG key replicated."""
+  sh = {k: sharding.tree_shardings(abstract_state[k], mesh, table) for k in ("params", "ema", "opt_state")}
+  return {**sh, "step": sharding.replicated(mesh), "rng": sharding.replicated(mesh)}
 
 
 def _check_finite(step, metrics, ckpt):
@@ -124,9 +167,11 @@ def sampler_kwargs(config):
 
 
 def _write_grid(grid, ema, config, workdir, step, writer):
+  """Sampled on every process (the parameters span them all), written by process 0."""
   sample_fn, decode = grid
   labels = np.tile(np.asarray(config.sample.grid_classes), config.sample.grid_per_class)  # a class per column
-  images = sampling.to_uint8(decode(sample_fn(ema, jax.numpy.asarray(labels), jax.random.key(config.seed))))
+  samples = sampling.to_host(sample_fn(ema, jax.numpy.asarray(labels), jax.random.key(config.seed)))
+  images = sampling.to_uint8(decode(samples))
   if jax.process_index() == 0:
     image = sampling.make_grid(images, nrow=len(config.sample.grid_classes))
     sampling.save_png(image, workdir / "samples" / f"step_{step:08d}.png", upscale=8 if images.shape[1] < 64 else 1)

@@ -63,11 +63,29 @@ def init_state(params, tx, seed):
   }
 
 
-def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay):
-  """train_step(state, batch) -> (state, metrics); batch = {"image": NHWC, "label": (B,)}."""
+def accumulate_grads(loss_and_grads, params, batch, key, k):
+  """(terms, grads) averaged over k micro-batches; micro-batch i holds the examples
+  j with j % k == i (so each stays spread over every device) and draws its randomness
+  from fold_in(key, i). Accumulated in fp32."""
+  if k == 1:
+    return loss_and_grads(params, batch, jax.random.fold_in(key, 0))
+  micro = jax.tree.map(lambda a: jnp.swapaxes(a.reshape((a.shape[0] // k, k) + a.shape[1:]), 0, 1), batch)
 
-  def train_step(state, batch):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+  def step(carry, inputs):
+    i, mb = inputs
+    out = loss_and_grads(params, mb, jax.random.fold_in(key, i))
+    return jax.tree.map(lambda c, o: c + o.astype(jnp.float32) / k, carry, out), None
+
+  shapes = jax.eval_shape(loss_and_grads, params, jax.tree.map(lambda a: a[0], micro), key)
+  init = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+  return jax.lax.scan(step, init, (jnp.arange(k), micro))[0]
+
+
+def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay, grad_accum_steps=1):
+  """train_step(state, batch) -> (state, metrics); batch = {"image": NHWC, "label": (B,)};
+  grad_accum_steps micro-batches per optimizer update (see accumulate_grads)."""
+
+  def loss_and_grads(params, batch, key):
     k_t, k_noise, k_model = jax.random.split(key, 3)
     x, y = batch["image"], batch["label"]
     t = jax.random.randint(k_t, (x.shape[0],), 0, diffusion.num_timesteps)
@@ -75,16 +93,19 @@ def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay):
     def loss_fn(params):
       model = nnx.merge(graphdef, params, rest)
       terms = diffusion.training_losses(lambda xt, tt: model(xt, tt, y, key=k_model), x, t, key=k_noise)
-      return jnp.mean(terms["loss"]), terms
+      return jnp.mean(terms["loss"]), {k: jnp.mean(v) for k, v in terms.items()}
 
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return terms, grads
+
+  def train_step(state, batch):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    terms, grads = accumulate_grads(loss_and_grads, state["params"], batch, key, grad_accum_steps)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: e * ema_decay + p * (1 - ema_decay), state["ema"], params)
     metrics = {
-        "loss": loss,
-        "mse": jnp.mean(terms["mse"]),
-        "vb": jnp.mean(terms["vb"]),
+        **terms,
         "grad_norm": optax.tree.norm(grads),
         "param_norm": optax.tree.norm(params),
         "update_norm": optax.tree.norm(updates),

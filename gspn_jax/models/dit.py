@@ -8,7 +8,7 @@ import numpy as np
 from flax import nnx
 
 from gspn_jax.models.layers import (FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
-                                    forward_with_cfg, modulate, split_key, unpatchify,
+                                    forward_with_cfg, modulate, shard_batch, split_key, unpatchify,
                                     xavier_uniform, zeros)
 
 ATTENTION_IMPLS = (None, "xla", "cudnn")
@@ -66,7 +66,7 @@ class DiTBlock(nnx.Module):
   def __call__(self, x, c):
     """x: (B, h, w, D) fp32 residual stream; c: (B, D)."""
     b, h, w, d = x.shape
-    mods = jnp.split(self.adaLN_modulation(nnx.silu(c)).astype(jnp.float32), 6, axis=-1)
+    mods = jnp.split(shard_batch(self.adaLN_modulation(nnx.silu(c))).astype(jnp.float32), 6, axis=-1)
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
     z = modulate(self.norm1(x), shift_msa, scale_msa).astype(self.dtype)
     z = self.attn(z.reshape(b, h * w, d)).reshape(b, h, w, d)
@@ -112,12 +112,12 @@ class DiT(nnx.Module):
     if x.shape[1:3] != (pos.shape[0] * self.patch_size, pos.shape[1] * self.patch_size):
       raise ValueError(f"DiT built for input_size={self.input_size} got {x.shape[1]}x{x.shape[2]}; "
                        "its positional embedding fixes the resolution")
-    h = self.x_embedder(x.astype(self.dtype)).astype(jnp.float32) + pos
-    c = (self.t_embedder(t) + self.y_embedder(y, label_key)).astype(jnp.float32)
+    h = shard_batch(self.x_embedder(x.astype(self.dtype)).astype(jnp.float32) + pos)
+    c = shard_batch((self.t_embedder(t) + self.y_embedder(y, label_key)).astype(jnp.float32))
     call = nnx.remat(_call_block) if self.remat else _call_block
     for blk in self.blocks:
-      h = call(blk, h, c)
-    out = self.final_layer(h, c)
+      h = shard_batch(call(blk, h, c))
+    out = shard_batch(self.final_layer(h, c))
     return unpatchify(out, self.patch_size, self.out_channels).astype(jnp.float32)
 
   def forward_with_cfg(self, x, t, y, cfg_scale, cfg_channels=3):

@@ -11,9 +11,9 @@ import numpy as np
 from flax import nnx
 
 from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
-                                    drop_path, forward_with_cfg, split_key, torch_conv_kernel, unpatchify,
-                                    xavier_uniform, zeros)
-from gspn_jax.ops import gspn_scan, normalize_gates
+                                    drop_path, forward_with_cfg, shard_batch, split_key, torch_conv_kernel,
+                                    unpatchify, xavier_uniform, zeros)
+from gspn_jax.ops import gspn_scan
 
 MERGES = ("aligned", "released")
 # Direction of the k-th channel group: the released code scans [x, x^T, flipW(x),
@@ -40,18 +40,17 @@ class GSPNCore(nnx.Module):
 
   def __call__(self, x):
     b, h, w, d = x.shape
-    xp = self.x_conv_down(x)
-    gl, gc, gr = jnp.split(self.w_conv_up(xp), 3, axis=-1)  # each (B, H, W, 4D)
-    lam, u, dd = self.l_conv_up(xp), self.u_conv_up(xp), self.d_conv(xp)
+    xp = shard_batch(self.x_conv_down(x))
+    gl, gc, gr = jnp.split(shard_batch(self.w_conv_up(xp)), 3, axis=-1)  # each (B, H, W, 4D)
+    lam, u, dd = (shard_batch(f(xp)) for f in (self.l_conv_up, self.u_conv_up, self.d_conv))
     m = self.m_conv[...].astype(x.dtype)
     if self.merge == "released":
       return self._released(x, gl, gc, gr, lam, u, dd, m)
     y = 0
     for k, direction in enumerate(GROUP_DIRECTIONS):
       group = slice(k * d, (k + 1) * d)
-      line_axis = 1 if direction in ("lr", "rl") else 2
-      gk = normalize_gates(gl[..., group], gc[..., group], gr[..., group], line_axis)
-      hk = gspn_scan(x, *gk, lam[..., group], direction=direction, chunk=self.chunk, impl=self.impl)
+      hk = gspn_scan(x, gl[..., group], gc[..., group], gr[..., group], lam[..., group], direction=direction,
+                     chunk=self.chunk, impl=self.impl, normalize=True)
       y = y + m[k] * (hk * u[..., group] + x * dd[..., group])
     return y
 
@@ -63,8 +62,7 @@ class GSPNCore(nnx.Module):
       raise ValueError(f"merge='released' needs a square token grid, got {h}x{w}; use merge='aligned'")
     xt = jnp.swapaxes(x, 1, 2)
     xs = jnp.concatenate([x, xt, x[:, :, ::-1], xt[:, :, ::-1]], axis=-1)
-    gl, gc, gr = normalize_gates(gl, gc, gr, line_axis=1)
-    hs = gspn_scan(xs, gl, gc, gr, lam, direction="lr", chunk=self.chunk, impl=self.impl)
+    hs = gspn_scan(xs, gl, gc, gr, lam, direction="lr", chunk=self.chunk, impl=self.impl, normalize=True)
     y = (hs * u + xs * dd).reshape(b, h, w, 4, d)
     return jnp.einsum("bhwkd,k->bhwd", y, m)
 
@@ -99,7 +97,7 @@ class Block(nnx.Module):
     z = self.spn(z)
     z = self.out_dconv(self.out_conv(z))
     z = z * nnx.relu(z)
-    return self.out_proj(z), residual
+    return shard_batch(self.out_proj(z)), shard_batch(residual)
 
 
 def _call_block(block, hidden, residual, skip, key):
@@ -155,8 +153,8 @@ class GSPN(nnx.Module):
     """x: (B, H, W, C) noisy input; t: (B,) timesteps; y: (B,) labels.
     key: enables training-time randomness (label drop, stochastic depth)."""
     keys = split_key(key, self.depth + 3)
-    c = self.t_embedder(t) + self.y_embedder(y, keys[-1])
-    hidden = self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype)
+    c = shard_batch(self.t_embedder(t) + self.y_embedder(y, keys[-1]))
+    hidden = shard_batch(self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype))
     call = nnx.remat(_call_block) if self.remat else _call_block
     residual, skips = None, []
     for i, blk in enumerate(self.in_blocks):
@@ -166,7 +164,7 @@ class GSPN(nnx.Module):
     for i, blk in enumerate(self.out_blocks):
       hidden, residual = call(blk, hidden, residual, skips.pop(), keys[len(self.in_blocks) + 1 + i])
     residual = residual + drop_path(hidden, self.drop_path_rate, keys[-2]).astype(jnp.float32)
-    out = self.final_layer(self.norm_f(residual), c.astype(jnp.float32))
+    out = shard_batch(self.final_layer(self.norm_f(residual), c.astype(jnp.float32)))
     return unpatchify(out, self.patch_size, self.out_channels).astype(jnp.float32)
 
   def forward_with_cfg(self, x, t, y, cfg_scale, cfg_channels=3):

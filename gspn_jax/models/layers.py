@@ -103,6 +103,16 @@ class DepthwiseConv(nnx.Module):
     return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
+def shard_batch(x):
+  """Activations carry the logical axes ("batch", ...): under a mesh (jax.set_mesh) the
+  examples are split over every mesh axis and H, W, channels stay whole, so FSDP gathers
+  parameters instead of moving activations. No-op without a mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(mesh.axis_names, *([None] * (x.ndim - 1))))
+
+
 def modulate(x, shift, scale):
   """adaLN modulation; shift and scale are (B, D), x is (B, H, W, D)."""
   return x * (1 + scale[:, None, None, :]) + shift[:, None, None, :]
@@ -153,8 +163,8 @@ class TimestepEmbedder(nnx.Module):
                             dtype=dtype, rngs=rngs)
 
   def __call__(self, t):
-    t_freq = timestep_embedding(t, self.frequency_embedding_size)
-    return self.mlp_2(nnx.silu(self.mlp_0(t_freq)))
+    t_freq = shard_batch(timestep_embedding(t, self.frequency_embedding_size))
+    return shard_batch(self.mlp_2(shard_batch(nnx.silu(self.mlp_0(t_freq)))))
 
 
 class LabelEmbedder(nnx.Module):
@@ -171,7 +181,7 @@ class LabelEmbedder(nnx.Module):
     if key is not None and self.dropout_prob > 0:
       drop = jax.random.uniform(key, labels.shape) < self.dropout_prob
       labels = jnp.where(drop, self.num_classes, labels)
-    return self.embedding_table(labels)
+    return shard_batch(self.embedding_table(shard_batch(labels)))
 
 
 class FinalLayer(nnx.Module):
@@ -185,7 +195,7 @@ class FinalLayer(nnx.Module):
                                        bias_init=zeros, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, c):
-    shift, scale = jnp.split(self.adaLN_modulation(nnx.silu(c)), 2, axis=-1)
+    shift, scale = jnp.split(shard_batch(self.adaLN_modulation(nnx.silu(c))), 2, axis=-1)
     x = modulate(self.norm_final(x), shift, scale)
     return self.linear(x)
 
