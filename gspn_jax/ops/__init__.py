@@ -1,6 +1,7 @@
 """The GSPN propagation op: `gspn_scan` and the stability-context `normalize_gates`."""
 
 import jax
+from jax.sharding import PartitionSpec as P
 
 from gspn_jax.ops.gates import normalize_gates
 from gspn_jax.ops.reference import DIRECTIONS, gspn_scan_reference
@@ -8,7 +9,12 @@ from gspn_jax.ops.reference import DIRECTIONS, gspn_scan_reference
 IMPLS = ("auto", "xla", "triton")
 
 
-def gspn_scan(x, gl, gc, gr, lam, *, direction, chunk=None, impl="auto"):
+def line_axis(direction):
+  """The axis of NHWC arrays that holds the lines of a direction's scan."""
+  return 1 if direction in ("lr", "rl") else 2
+
+
+def gspn_scan(x, gl, gc, gr, lam, *, direction, chunk=None, impl="auto", normalize=False):
   """Linear 2-D propagation along one direction of NHWC arrays (B, H, W, C).
 
   direction: "lr"/"rl" scan along W (left to right / right to left) with lines along
@@ -18,29 +24,44 @@ def gspn_scan(x, gl, gc, gr, lam, *, direction, chunk=None, impl="auto"):
   chunk: segment length along the scan axis, counted from the scan's first element;
     the state restarts from zero at each segment start. None = one global segment.
   impl: "xla" (lax.scan reference), "triton" (GPU kernel), "auto" (Triton on GPU).
+  normalize: the gates are logits, normalised along the line inside the op
+    (normalize_gates; fused into the Triton kernel's prologue).
   Returns h in x's dtype; the state is accumulated in fp32.
   """
   _check(x, gl, gc, gr, lam, direction, chunk, impl)
   if impl == "auto":
-    impl = "triton" if _on_gpu() else "xla"
+    impl = "triton" if _triton_available() else "xla"
   if impl == "triton":
-    from kernels import gspn_scan_triton  # imported lazily: needs jax-triton and a GPU
+    from kernels import gspn_scan_triton
 
-    return gspn_scan_triton(x, gl, gc, gr, lam, direction=direction, chunk=chunk)
+    fn = lambda *a: gspn_scan_triton(*a, direction=direction, chunk=chunk, normalize=normalize)
+    return per_shard(fn)(x, gl, gc, gr, lam)
+  if normalize:
+    gl, gc, gr = normalize_gates(gl, gc, gr, line_axis(direction))
   return gspn_scan_reference(x, gl, gc, gr, lam, direction, chunk)
 
 
-def _on_gpu():
-  return jax.default_backend() == "gpu" and _triton_available()
+def per_shard(fn):
+  """Runs fn on each device's shard of batch-sharded NHWC arrays (jax.shard_map over
+  the mesh in context): a custom kernel is opaque to XLA's partitioner, which would
+  otherwise gather the whole batch onto every device. H and W are never split."""
+
+  def wrapped(*arrays):
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1 or arrays[0].shape[0] % mesh.size:
+      return fn(*arrays)  # nothing to split (or a batch that does not divide: replicated)
+    spec = P(mesh.axis_names, None, None, None)
+    return jax.shard_map(fn, in_specs=(spec,) * len(arrays), out_specs=spec, check_vma=False)(*arrays)
+
+  return wrapped
 
 
 def _triton_available():
   try:
-    import kernels  # noqa: F401
-
-    return kernels.AVAILABLE
+    import kernels
   except ImportError:
     return False
+  return kernels.available()
 
 
 def _check(x, gl, gc, gr, lam, direction, chunk, impl):
@@ -57,4 +78,4 @@ def _check(x, gl, gc, gr, lam, direction, chunk, impl):
       raise ValueError(f"gspn_scan: {name} has shape {a.shape}, x has {x.shape}; they must match")
 
 
-__all__ = ["gspn_scan", "normalize_gates", "DIRECTIONS"]
+__all__ = ["gspn_scan", "gspn_scan_reference", "normalize_gates", "per_shard", "line_axis", "DIRECTIONS"]

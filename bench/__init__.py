@@ -1,0 +1,1 @@
+"""Benchmarks: each command writes JSON to bench/results/ named after the device."""

@@ -1,0 +1,91 @@
+"""GSPN scan: Triton kernel vs the XLA reference, against the device's copy bandwidth.
+
+  python -m bench.kernel             # on a GPU: the full table, JSON in bench/results/
+  python -m bench.kernel --smoke     # anywhere: tiny shapes, the XLA reference only
+
+Cases: the GSPN-XL/2 training shape at 256 px (B=32, 16x16, C=1500, four directions) and
+512 px (32x32); one high-resolution layer (1K^2, 2K^2, 4K^2 with C=8), global and local
+(chunk 2). For each: forward and forward+backward, fp32 and bf16, time, effective bytes/s
+(forward 5 reads + 1 write, backward 7 reads + 5 writes per element and direction) as a
+fraction of the measured copy bandwidth, and the speed-up over XLA.
+"""
+
+import argparse
+import sys
+
+import jax
+import jax.numpy as jnp
+
+from bench.common import copy_bandwidth, time_fn, write_results
+from gspn_jax.ops import gspn_scan
+
+FULL = [
+    ("xl2_256px_local", (32, 16, 16, 1500), ("lr", "tb", "rl", "bt"), 2),
+    ("xl2_256px_global", (32, 16, 16, 1500), ("lr", "tb", "rl", "bt"), None),
+    ("xl2_512px_local", (32, 32, 32, 1500), ("lr", "tb", "rl", "bt"), 2),
+    ("xl2_512px_global", (32, 32, 32, 1500), ("lr", "tb", "rl", "bt"), None),
+    *[(f"layer_{n}k_{mode}", (1, 1024 * n, 1024 * n, 8), ("lr",), chunk)
+      for n in (1, 2, 4) for mode, chunk in (("global", None), ("local", 2))],
+]
+SMOKE = [("smoke_local", (2, 8, 8, 16), ("lr", "tb"), 2), ("smoke_global", (2, 8, 8, 16), ("rl",), None)]
+
+
+def case_fns(shape, directions, chunk, impl, dtype):
+  keys = jax.random.split(jax.random.key(0), 5)
+  args = [jax.random.normal(k, shape, dtype) for k in keys]
+
+  def fwd(*a):
+    return [gspn_scan(*a, direction=d, chunk=chunk, impl=impl, normalize=True) for d in directions]
+
+  def fwd_bwd(*a):
+    return jax.grad(lambda *a: sum(jnp.sum(h.astype(jnp.float32)) for h in fwd(*a)), argnums=range(5))(*a)
+
+  return args, jax.jit(fwd), jax.jit(fwd_bwd)
+
+
+def run(cases, impls, dtypes, bandwidth):
+  rows = []
+  for name, shape, directions, chunk in cases:
+    n = shape[0] * shape[1] * shape[2] * shape[3] * len(directions)
+    for dtype in dtypes:
+      size = jnp.dtype(dtype).itemsize
+      row = {"case": name, "shape": shape, "directions": len(directions), "chunk": chunk, "dtype": jnp.dtype(dtype).name}
+      for impl in impls:
+        args, fwd, fwd_bwd = case_fns(shape, directions, chunk, impl, dtype)
+        for what, fn, bytes_moved in (("fwd", fwd, 6 * n * size), ("fwd_bwd", fwd_bwd, 18 * n * size)):
+          try:
+            t = time_fn(fn, *args)
+          except Exception as e:  # e.g. the reference running out of memory at 4K^2
+            row[f"{impl}_{what}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            continue
+          row[f"{impl}_{what}_ms"] = 1e3 * t
+          row[f"{impl}_{what}_bandwidth_fraction"] = bytes_moved / t / bandwidth
+      for what in ("fwd", "fwd_bwd"):
+        if f"triton_{what}_ms" in row and f"xla_{what}_ms" in row:
+          row[f"speedup_{what}"] = row[f"xla_{what}_ms"] / row[f"triton_{what}_ms"]
+      rows.append(row)
+      print(row, file=sys.stderr)
+  return rows
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--smoke", action="store_true", help="tiny shapes, XLA reference only (runs on a CPU)")
+  p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_<device>.json)")
+  args = p.parse_args(argv)
+  from kernels import available
+
+  if not args.smoke and not available():
+    raise SystemExit("bench.kernel needs a CUDA GPU with jax-triton (pip install -e '.[gpu]'); "
+                     "use --smoke for the CPU smoke test")
+  impls = ("xla",) if args.smoke else ("triton", "xla")
+  bandwidth = copy_bandwidth(1 << 24 if args.smoke else 1 << 31)
+  rows = run(SMOKE if args.smoke else FULL, impls, (jnp.float32, jnp.bfloat16), bandwidth)
+  path = write_results("kernel_smoke" if args.smoke else "kernel", {"copy_bandwidth_bytes_per_s": bandwidth,
+                                                                     "rows": rows}, args.out)
+  print(f"wrote {path}")
+  return path
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,142 @@
+"""The Triton kernels: the interpreter on CPU (every CI run), an ahead-of-time compile
+for sm_90 of every variant, and, on a GPU, the jax-triton path."""
+
+import functools
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gspn_jax.ops import gspn_scan
+
+triton = pytest.importorskip("triton", reason="the kernels are Triton")
+
+
+@pytest.fixture(scope="module")
+def interpreter_report():
+  out = subprocess.run([sys.executable, "-m", "tests.kernel_interpret"], capture_output=True, text=True,
+                       timeout=1500, check=True)
+  return json.loads(out.stdout)
+
+
+def test_interpreter_runs_every_direction_chunk_and_normalisation(interpreter_report):
+  seen = {(r["direction"], r["chunk"], r["normalize"]) for r in interpreter_report if r["dtype"] == "float32"}
+  assert len(seen) == 4 * 4 * 2
+
+
+def test_fp32_kernels_match_the_reference(interpreter_report):
+  for r in interpreter_report:
+    if r["dtype"] == "float32":
+      assert r["fwd"] < 1e-5 and r["bwd"] < 1e-5, r
+
+
+def test_bf16_kernels_keep_an_fp32_state(interpreter_report):
+  for r in interpreter_report:
+    if r["dtype"] == "bfloat16":  # one bf16 rounding of the output; gradients use the bf16 output
+      assert r["fwd"] < 2 ** -7 and r["bwd"] < 3e-2, r
+
+
+def _aot(kernel, dtype, shape, direction, chunk, normalize):
+  from triton.backends.compiler import GPUTarget
+  from triton.compiler import ASTSource
+
+  from kernels import layout
+
+  meta, _, num_warps = layout.geometry(shape, direction, chunk)
+  n_ptrs = 6 if kernel.fn.__name__ == "gspn_fwd_kernel" else 12
+  names = list(kernel.arg_names)
+  signature = {n: f"*{dtype}" for n in names[:n_ptrs]}
+  constexprs = {**meta, "NORMALIZE": normalize}
+  signature.update({n: "constexpr" for n in names[n_ptrs:]})
+  src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+  return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 2})
+
+
+@pytest.mark.parametrize("which", ["fwd", "bwd"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("shape, direction, chunk, normalize", [
+    ((32, 16, 16, 1500), "lr", 2, True),      # GSPN-XL/2 at 256 px, local
+    ((32, 32, 32, 1500), "bt", None, True),   # 512 px, global, reversed, lines along W
+    ((1, 1024, 1024, 8), "rl", 2, False),     # a high-resolution layer
+    ((1, 4096, 4096, 8), "tb", None, False),  # 4K^2, global
+])
+def test_ahead_of_time_compile_for_sm90(which, dtype, shape, direction, chunk, normalize):
+  from kernels import gspn_triton
+
+  kernel = gspn_triton.gspn_fwd_kernel if which == "fwd" else gspn_triton.gspn_bwd_kernel
+  compiled = _aot(kernel, dtype, shape, direction, chunk, normalize)
+  assert len(compiled.asm["cubin"]) > 0
+  assert compiled.metadata.shared >= 0
+
+
+def _on_gpu():
+  from kernels import available
+
+  return available()
+
+
+gpu = pytest.mark.skipif("not _on_gpu()", reason="requires a CUDA GPU with jax-triton")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("direction", ["lr", "rl", "tb", "bt"])
+@pytest.mark.parametrize("chunk", [1, 2, 3, None])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_triton_matches_reference_on_gpu(dtype, direction, chunk, normalize):
+  keys = jax.random.split(jax.random.key(0), 6)
+  shape = (3, 13, 18, 70)  # odd sizes: W % chunk != 0, H and W not powers of two
+  args = tuple(jax.random.normal(k, shape).astype(dtype) for k in keys[:5])
+  if not normalize:
+    args = (args[0], *(jax.nn.softmax(jnp.stack(args[1:4]).astype(jnp.float32), axis=0).astype(dtype)), args[4])
+  dh = jax.random.normal(keys[5], shape).astype(dtype)
+
+  def run(impl):
+    f = jax.jit(functools.partial(gspn_scan, direction=direction, chunk=chunk, impl=impl, normalize=normalize))
+    h, vjp = jax.vjp(f, *args)
+    return [np.asarray(a.astype(jnp.float32)) for a in (h, *vjp(dh))]
+
+  tol = 1e-5 if dtype == jnp.float32 else 3e-2
+  for got, want in zip(run("triton"), run("xla")):
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("merge", ["aligned", "released"])
+def test_gspn_model_gradients_on_gpu(merge):
+  from flax import nnx
+
+  from gspn_jax.models import GSPN
+  from tests.test_models import _perturb
+
+  def grads(impl):
+    model = _perturb(GSPN(input_size=16, patch_size=2, in_channels=4, hidden_size=64, depth=4, num_classes=10,
+                          scan_impl=impl, merge=merge, rngs=nnx.Rngs(0)))
+    x = jax.random.normal(jax.random.key(1), (4, 16, 16, 4))
+    t, y = jnp.array([1, 100, 500, 999]), jnp.array([0, 1, 2, 3])
+    loss = lambda m: jnp.mean((m(x, t, y) - x.repeat(2, -1)) ** 2)
+    return jax.tree.leaves(nnx.state(nnx.jit(nnx.grad(loss))(model)))
+
+  for a, b in zip(grads("triton"), grads("xla")):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+@gpu
+def test_train_step_with_the_kernel_on_gpu(tmp_path):
+  from gspn_jax import train
+  from tests.test_train import tiny_config
+
+  params = {}
+  for impl in ("triton", "xla"):
+    c = tiny_config(num_steps=3)
+    c.model.kwargs.scan_impl = impl
+    params[impl] = jax.tree.leaves(train.train_and_evaluate(c, tmp_path / impl)[0]["params"])
+  for a, b in zip(params["triton"], params["xla"]):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
