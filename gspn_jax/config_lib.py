@@ -85,6 +85,9 @@ def validate(c):
     raise ValueError("config.num_steps and config.batch_size must be positive")
   if c.grad_accum_steps < 1 or c.batch_size % c.grad_accum_steps:
     raise ValueError(f"config.grad_accum_steps={c.grad_accum_steps} must divide config.batch_size={c.batch_size}")
+  if c.optim.schedule == "cosine" and c.optim.decay_epochs <= c.optim.warmup_epochs:
+    raise ValueError(f"config.optim.decay_epochs={c.optim.decay_epochs} must exceed warmup_epochs="
+                     f"{c.optim.warmup_epochs} (the cosine runs from the end of warm-up to decay_epochs)")
   for name in ("log_every", "ckpt_every"):
     if c[name] < 1:
       raise ValueError(f"config.{name} must be >= 1")

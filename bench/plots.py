@@ -1,0 +1,49 @@
+"""PNG plots of bench/compare.py results, for the README."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _lines(ax, rows, x, y, by):
+  for key in sorted({r[by] for r in rows}):
+    pts = [(r[x], r[y]) for r in rows if r[by] == key and r.get(y) is not None]
+    if pts:
+      ax.plot(*zip(*pts), marker="o", label=key)
+
+
+def plot_compare(payload, stem, device):
+  models, layer = payload["models"], payload["layer"]
+  paths = []
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  for ax, (key, title) in zip(axes, (("train_images_per_sec", "training (images/s)"),
+                                     ("sample_images_per_sec", f"{payload['sampling_steps']}-step CFG sampling (images/s)"),
+                                     ("train_memory_bytes", "training step memory (bytes)"))):
+    _lines(ax, models, "resolution", key, "model")
+    ax.set_xlabel("resolution (px)")
+    ax.set_title(title)
+    ax.set_yscale("log")
+    ax.legend()
+  fig.suptitle(f"GSPN vs DiT on {device}")
+  fig.tight_layout()
+  paths.append(f"{stem}_models.png")
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for key in [k for k in layer[0] if k.endswith("_ms")]:
+    pts = [(r["tokens"], r[key]) for r in layer if r.get(key) is not None]
+    if pts:
+      ax.plot(*zip(*pts), marker="o", label=key[:-3])
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("tokens (side^2)")
+  ax.set_ylabel("ms")
+  ax.set_title(f"one layer, {layer[0]['channels']} channels, on {device}")
+  ax.legend()
+  fig.tight_layout()
+  paths.append(f"{stem}_layer.png")
+  fig.savefig(paths[-1], dpi=100)
+  plt.close(fig)
+  return paths

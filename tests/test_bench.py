@@ -1,0 +1,57 @@
+"""Each benchmark's command, at smoke size on the CPU: it runs and writes what it should."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(module, tmp_path, *extra):
+  out = tmp_path / f"{module.split('.')[-1]}.json"
+  subprocess.run([sys.executable, "-m", module, "--smoke", "--out", str(out), *extra], check=True,
+                 capture_output=True, text=True, timeout=900)
+  return json.loads(out.read_text()), out
+
+
+def test_kernel_benchmark_smoke(tmp_path):
+  result, _ = _run("bench.kernel", tmp_path)
+  assert result["copy_bandwidth_bytes_per_s"] > 0
+  assert {r["dtype"] for r in result["rows"]} == {"float32", "bfloat16"}
+  assert all(r["xla_fwd_ms"] > 0 and r["xla_fwd_bwd_ms"] > 0 for r in result["rows"])
+
+
+def test_train_benchmark_smoke(tmp_path):
+  result, _ = _run("bench.train", tmp_path)
+  assert [(r["model"], r["remat"]) for r in result["rows"]] == [
+      ("GSPN-tiny", False), ("GSPN-tiny", True), ("DiT-tiny", False), ("DiT-tiny", True)]
+  assert all(r["images_per_sec"] > 0 and r["memory_bytes"] > 0 for r in result["rows"])
+
+
+def test_compare_benchmark_smoke_writes_json_and_plots(tmp_path):
+  result, out = _run("bench.compare", tmp_path)
+  models = {(r["model"], r["resolution"]) for r in result["models"]}
+  assert models == {(m, res) for m in ("GSPN-tiny", "DiT-tiny") for res in (64, 128)}
+  assert all(r["train_images_per_sec"] > 0 and r["sample_images_per_sec"] > 0 for r in result["models"])
+  assert all(r["gspn_local_ms"] > 0 and r["attention_xla_ms"] > 0 for r in result["layer"])
+  from PIL import Image
+
+  for suffix in ("models", "layer"):
+    assert Image.open(out.with_name(f"{out.stem}_{suffix}.png")).size[0] > 400
+
+
+def test_quality_benchmark_smoke(tmp_path):
+  result, out = _run("bench.quality", tmp_path)
+  assert [r["model"] for r in result["rows"]] == ["GSPN-tiny", "DiT-tiny"]
+  assert all(0 <= r["conditional_accuracy"] <= 1 and r["steps"] == 4 for r in result["rows"])
+  assert out.with_suffix(".md").read_text().startswith("| model |")
+
+
+@pytest.mark.parametrize("module", ["bench.kernel"])
+def test_gpu_benchmarks_refuse_without_a_gpu(module):
+  from kernels import available
+
+  if available():
+    pytest.skip("a GPU is present: the full benchmark would run")
+  res = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=300)
+  assert res.returncode != 0 and "--smoke" in res.stderr
