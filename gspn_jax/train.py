@@ -34,7 +34,6 @@ def _train_and_evaluate(config, workdir, mesh):
   is_main = jax.process_index() == 0
 
   # ---- Mesh ----------------------------------------------------------------------------
-  table = sharding.rules(fsdp=mesh.shape["fsdp"] > 1)
   if config.batch_size % (mesh.size * config.grad_accum_steps):
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by {mesh.size} devices x "
                      f"{config.grad_accum_steps} micro-batches")
@@ -50,17 +49,8 @@ def _train_and_evaluate(config, workdir, mesh):
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   tx = make_optimizer(config, lr_fn)
 
-  def init_fn():
-    _, params, rest = split_model(build_model(config))
-    return init_state(params, tx, config.seed), rest
-
-  graphdef = split_model(nnx.eval_shape(lambda: build_model(config)))[0]
-
   # ---- Sharding: shapes from eval_shape, parameters/EMA/optimizer state sharded alike ------
-  abstract_state, abstract_rest = jax.eval_shape(init_fn)
-  state_sharding = state_shardings(abstract_state, mesh, table)
-  rest_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rest)
-  state, rest = jax.jit(init_fn, out_shardings=(state_sharding, rest_sharding))()
+  graphdef, state, rest, state_sharding, abstract_state = init_sharded(config, mesh, tx)
 
   # ---- Checkpoint: resume from the newest one in workdir (any device count) ------------------
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -74,11 +64,7 @@ def _train_and_evaluate(config, workdir, mesh):
   step = int(state["step"])
 
   # ---- Update step ---------------------------------------------------------------------
-  batch_sharding = {"image": sharding.batch_sharding(mesh, 4), "label": sharding.batch_sharding(mesh, 1)}
-  train_step = jax.jit(
-      make_train_step(graphdef, rest, diffusion, tx, lr_fn, config.ema_decay, config.grad_accum_steps),
-      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=0)
+  train_step = jit_train_step(config, mesh, graphdef, rest, diffusion, tx, lr_fn, state_sharding)
 
   # ---- Loop ----------------------------------------------------------------------------
   writer = MetricWriter(workdir, total_steps=config.num_steps, initial_step=step, enabled=is_main)
@@ -129,6 +115,31 @@ def _train_and_evaluate(config, workdir, mesh):
   writer.close()
   ckpt.close()
   return state, report
+
+
+def init_sharded(config, mesh, tx):
+  """(graphdef, state, fixed variables, state sharding, abstract state): the train state
+  initialised under jit straight into its shards (nothing is built whole on one device)."""
+  table = sharding.rules(fsdp=mesh.shape["fsdp"] > 1)
+
+  def init_fn():
+    _, params, rest = split_model(build_model(config))
+    return init_state(params, tx, config.seed), rest
+
+  graphdef = split_model(nnx.eval_shape(lambda: build_model(config)))[0]
+  abstract_state, abstract_rest = jax.eval_shape(init_fn)
+  state_sharding = state_shardings(abstract_state, mesh, table)
+  rest_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rest)
+  state, rest = jax.jit(init_fn, out_shardings=(state_sharding, rest_sharding))()
+  return graphdef, state, rest, state_sharding, abstract_state
+
+
+def jit_train_step(config, mesh, graphdef, rest, diffusion, tx, lr_fn, state_sharding):
+  """The update step jitted with the state's and the batch's shardings, state donated."""
+  batch_sharding = {"image": sharding.batch_sharding(mesh, 4), "label": sharding.batch_sharding(mesh, 1)}
+  step = make_train_step(graphdef, rest, diffusion, tx, lr_fn, config.ema_decay, config.grad_accum_steps)
+  return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
 
 
 def state_shardings(abstract_state, mesh, table):

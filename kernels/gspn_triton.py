@@ -34,13 +34,19 @@ def _tile(program_b, program_c, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.c
 
 
 @triton.jit
-def _position(seg, j, S: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr):
+def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
+          STRIDE_S: tl.constexpr):
+  """Mask and offsets of the segment's j-th scan step, and its x and lambda tiles."""
   s = seg * CHUNK + j
   if REVERSE:
     pos = S - 1 - s
   else:
     pos = s
-  return s, pos
+  mask = tile_mask & (s < S)
+  off = base + pos.to(tl.int64) * STRIDE_S
+  x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  return mask, off, x, lam
 
 
 @triton.jit
@@ -71,11 +77,7 @@ def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
                                                           STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
   for j in tl.range(0, CHUNK):
-    s, pos = _position(seg, j, S, CHUNK, REVERSE)
-    mask = tile_mask & (s < S)
-    off = base + pos.to(tl.int64) * STRIDE_S
-    x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
     gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
     up = tl.gather(h, idx_up, 0) * has_up
     dn = tl.gather(h, idx_dn, 0) * has_dn
@@ -97,15 +99,11 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
   carry = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # T[j+1]^T g[j+1]; zero past the segment end
   for jj in tl.range(0, CHUNK):
     j = CHUNK - 1 - jj
-    s, pos = _position(seg, j, S, CHUNK, REVERSE)
-    mask = tile_mask & (s < S)
-    off = base + pos.to(tl.int64) * STRIDE_S
+    mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
     if REVERSE:
       prev_off = off + STRIDE_S
     else:
       prev_off = off - STRIDE_S
-    x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
     gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
     g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
     hp = tl.load(h_ptr + prev_off, mask=mask & (j > 0), other=0.0).to(tl.float32)  # h[j-1]; 0 at the start

@@ -12,35 +12,19 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
 from gspn_jax import sharding, train  # noqa: E402
 from gspn_jax.diffusion import create_diffusion  # noqa: E402
-from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, make_optimizer,  # noqa: E402
-                                  make_train_step, split_model)
+from gspn_jax.train_state import learning_rate_fn, make_optimizer  # noqa: E402
 from tests.test_train import tiny_config  # noqa: E402
 
 
 def sharded_step(config, devices):
   mesh = sharding.make_mesh(config.mesh, devices)
-  table = sharding.rules(fsdp=mesh.shape["fsdp"] > 1)
   lr_fn = learning_rate_fn(config, 10)
   tx = make_optimizer(config, lr_fn)
-
-  def init_fn():
-    _, params, rest = split_model(build_model(config))
-    return init_state(params, tx, config.seed), rest
-
-  graphdef = split_model(nnx.eval_shape(lambda: build_model(config)))[0]
-  abstract, abstract_rest = jax.eval_shape(init_fn)
-  state_sh = train.state_shardings(abstract, mesh, table)
   with jax.set_mesh(mesh):
-    state, rest = jax.jit(init_fn, out_shardings=(state_sh, jax.tree.map(lambda _: sharding.replicated(mesh),
-                                                                         abstract_rest)))()
-    batch_sh = {"image": sharding.batch_sharding(mesh, 4), "label": sharding.batch_sharding(mesh, 1)}
-    step = jax.jit(make_train_step(graphdef, rest, create_diffusion(""), tx, lr_fn, 0.99, config.grad_accum_steps),
-                   in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
-                   donate_argnums=0)
+    graphdef, state, rest, state_sh, abstract = train.init_sharded(config, mesh, tx)
+    step = train.jit_train_step(config, mesh, graphdef, rest, create_diffusion(""), tx, lr_fn, state_sh)
   return mesh, state, step, abstract
 
 
