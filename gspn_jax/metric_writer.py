@@ -35,7 +35,7 @@ class MetricWriter:
     for k, v in row.items():
       if k != "step":
         self._tb.add_scalar(k, v, int(step))
-    self._bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "grad_norm") if k in row})
+    self._bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "grad_norm") if k in row}, refresh=False)
 
   def advance(self, steps=1):
     if self.enabled:
