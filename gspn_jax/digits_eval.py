@@ -8,7 +8,6 @@ The classifier is retrained from a fixed seed when needed (a few seconds on a CP
 every report uses the same judge.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

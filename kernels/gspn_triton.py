@@ -42,7 +42,7 @@ def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.co
     pos = S - 1 - s
   else:
     pos = s
-  mask = tile_mask & (s < S)
+  mask = tl.where(s < S, tile_mask, False)  # not `tile_mask & (s < S)`: Triton 3.9's interpreter makes that int32
   off = base + pos.to(tl.int64) * STRIDE_S
   x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
   lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -106,7 +106,8 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
       prev_off = off - STRIDE_S
     gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
     g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
-    hp = tl.load(h_ptr + prev_off, mask=mask & (j > 0), other=0.0).to(tl.float32)  # h[j-1]; 0 at the start
+    # h[j-1]; zero at the segment start
+    hp = tl.load(h_ptr + prev_off, mask=tl.where(j > 0, mask, False), other=0.0).to(tl.float32)
     dgl = g * tl.gather(hp, idx_up, 0) * has_up
     dgc = g * hp
     dgr = g * tl.gather(hp, idx_dn, 0) * has_dn

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
+from tests.cli import run_ok
+
 
 def _run(module, tmp_path, *extra):
   out = tmp_path / f"{module.split('.')[-1]}.json"
-  subprocess.run([sys.executable, "-m", module, "--smoke", "--out", str(out), *extra], check=True,
-                 capture_output=True, text=True, timeout=900)
+  run_ok(["-m", module, "--smoke", "--out", str(out), *extra], timeout=900)
   return json.loads(out.read_text()), out
 
 

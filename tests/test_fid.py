@@ -1,6 +1,5 @@
 import importlib.util
 import json
-import subprocess
 import sys
 import types
 
@@ -15,6 +14,7 @@ from fid import metrics
 from fid.evaluate import NpzImages, write_batch
 from fid.inception import InceptionV3, resize_bilinear_tf1
 from fid.weights import load_state_dict
+from tests.cli import run_ok
 
 
 def _random_cov(rng, d, n=500):
@@ -206,9 +206,8 @@ def test_evaluate_cli_end_to_end(tmp_path):
   sam = np.clip(ref.astype(int) + rng.integers(-20, 20, ref.shape), 0, 255).astype(np.uint8)
   write_batch(tmp_path / "ref.npz", ref)
   write_batch(tmp_path / "sam.npz", sam)
-  out = subprocess.run([sys.executable, "-m", "fid.evaluate", str(tmp_path / "ref.npz"), str(tmp_path / "sam.npz"),
-                        "--inception", str(tmp_path / "w.npz"), "--out", str(tmp_path / "m.json")],
-                       capture_output=True, text=True, timeout=900, check=True)
+  out = run_ok(["-m", "fid.evaluate", str(tmp_path / "ref.npz"), str(tmp_path / "sam.npz"),
+                "--inception", str(tmp_path / "w.npz"), "--out", str(tmp_path / "m.json")], timeout=900)
   for name in ("Inception Score:", "FID:", "sFID:", "Precision:", "Recall:"):
     assert name in out.stdout
   result = json.loads((tmp_path / "m.json").read_text())

@@ -3,12 +3,12 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fid.generate import chunk_labels, generate
 from tests.test_train import tiny_config
+from tests.cli import run_ok
 
 
 def _fake_sampler(calls, fail_after=None):
@@ -49,11 +49,11 @@ def test_generate_cli_on_a_trained_run(tmp_path):
   from gspn_jax import train
 
   train.train_and_evaluate(tiny_config(num_steps=1, **{"sample.num_sampling_steps": "2"}), tmp_path / "run")
-  cmd = [sys.executable, "-m", "fid.generate", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "fid"),
+  cmd = ["-m", "fid.generate", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "fid"),
          "--num-samples", "6", "--global-batch", "4", "--num-sampling-steps", "3"]
-  subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+  run_ok(cmd, timeout=600)
   out = np.load(tmp_path / "fid" / "samples.npz")
   assert out["arr_0"].shape == (6, 8, 8, 3) and out["arr_0"].dtype == np.uint8
   assert json.loads((tmp_path / "fid" / "settings.json").read_text())["num_samples"] == 6
-  again = subprocess.run(cmd[:-1] + ["5"], capture_output=True, text=True, timeout=600)
+  again = subprocess.run([sys.executable, *cmd[:-1], "5"], capture_output=True, text=True, timeout=600)
   assert again.returncode != 0 and "other settings" in again.stderr

@@ -3,8 +3,6 @@ for sm_90 of every variant, and, on a GPU, the jax-triton path."""
 
 import functools
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,15 +10,14 @@ import numpy as np
 import pytest
 
 from gspn_jax.ops import gspn_scan
+from tests.cli import run_ok
 
 triton = pytest.importorskip("triton", reason="the kernels are Triton")
 
 
 @pytest.fixture(scope="module")
 def interpreter_report():
-  out = subprocess.run([sys.executable, "-m", "tests.kernel_interpret"], capture_output=True, text=True,
-                       timeout=1500, check=True)
-  return json.loads(out.stdout)
+  return json.loads(run_ok(["-m", "tests.kernel_interpret"], timeout=1500).stdout)
 
 
 def test_interpreter_runs_every_direction_chunk_and_normalisation(interpreter_report):

@@ -14,13 +14,12 @@ import pytest
 
 from gspn_jax import sharding
 from gspn_jax.train_state import accumulate_grads
+from tests.cli import run_ok
 
 
 @pytest.fixture(scope="module")
 def multidevice_report():
-  out = subprocess.run([sys.executable, "-m", "tests.multidevice"], capture_output=True, text=True, timeout=900,
-                       check=True)
-  return json.loads(out.stdout)
+  return json.loads(run_ok(["-m", "tests.multidevice"], timeout=900).stdout)
 
 
 @pytest.mark.parametrize("case", ["dp", "fsdp", "accum_fsdp", "dit_fsdp"])

@@ -10,6 +10,7 @@ from configs import digits as digits_config
 from gspn_jax import config_lib, train
 from gspn_jax.data import make_iterator
 from gspn_jax.train_state import learning_rate_fn
+from tests.cli import run_ok
 
 
 def tiny_config(**overrides):
@@ -101,16 +102,15 @@ def test_config_errors_name_the_field(override, message):
 
 
 def test_main_and_sample_scripts_end_to_end(tmp_path):
-  run = [sys.executable, "main.py", "--config", "configs/digits.py", "--workdir", str(tmp_path),
+  run = ["main.py", "--config", "configs/digits.py", "--workdir", str(tmp_path),
          "--config.model.kwargs.hidden_size=16", "--config.model.kwargs.depth=2", "--config.batch_size=16",
          "--config.num_steps=2", "--config.eval.enabled=False", "--config.sample_every=0",
          "--config.sample.num_sampling_steps=5", "--config.sample.grid_per_class=1"]
-  subprocess.run(run, check=True, capture_output=True, text=True, timeout=600)
+  run_ok(run, timeout=600)
   assert (tmp_path / "samples" / "step_00000002.png").exists()
   out = tmp_path / "grid.png"
-  res = subprocess.run([sys.executable, "sample.py", "--workdir", str(tmp_path), "--cfg-scale", "1.5",
-                        "--class-labels", "3,1,4", "--per-class", "2", "--num-sampling-steps", "4",
-                        "--out", str(out), "--npz"], check=True, capture_output=True, text=True, timeout=600)
+  res = run_ok(["sample.py", "--workdir", str(tmp_path), "--cfg-scale", "1.5", "--class-labels", "3,1,4",
+                "--per-class", "2", "--num-sampling-steps", "4", "--out", str(out), "--npz"], timeout=600)
   assert "wrote" in res.stdout
   npz = np.load(out.with_suffix(".npz"))
   assert npz["arr_0"].shape == (6, 8, 8, 1) and npz["arr_0"].dtype == np.uint8
