@@ -41,6 +41,14 @@ def test_compare_benchmark_smoke_writes_json_and_plots(tmp_path):
     assert Image.open(out.with_name(f"{out.stem}_{suffix}.png")).size[0] > 400
 
 
+def test_data_benchmark_smoke(tmp_path):
+  result, _ = _run("bench.data", tmp_path)
+  for key in ("encoder_images_per_sec_per_device", "extract_images_per_sec_per_device", "loader_images_per_sec",
+              "demand_images_per_sec"):
+    assert result[key] > 0, key
+  assert result["loader_headroom"] == result["loader_images_per_sec"] / result["demand_images_per_sec"]
+
+
 def test_quality_benchmark_smoke(tmp_path):
   result, out = _run("bench.quality", tmp_path)
   assert [r["model"] for r in result["rows"]] == ["GSPN-tiny", "DiT-tiny"]
