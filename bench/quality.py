@@ -3,7 +3,7 @@ trained with the same recipe and budget (steps x batch), judged like `make demo`
 
   python -m bench.quality                 # S/2 sizes; JSON and a markdown table in bench/results/
   python -m bench.quality --smoke         # tiny models, a few steps (CI)
-  python -m bench.quality --steps 1500 --lr 2e-3
+  python -m bench.quality --steps 1000 --eval-per-class 20 --sampling-steps 50   # a shorter run
 """
 
 import argparse
@@ -24,7 +24,7 @@ TINY = {"GSPN-tiny": ("GSPN", dict(hidden_size=32, depth=2, patch_size=2)),
         "DiT-tiny": ("DiT", dict(hidden_size=32, depth=2, num_heads=2, patch_size=2))}
 
 
-def config_for(arch, kwargs, steps, lr, smoke):
+def config_for(arch, kwargs, steps, lr, smoke, eval_per_class=50, sampling_steps=100):
   c = digits.get_config()
   c.model.name, c.model.kwargs = arch, kwargs
   c.num_steps = steps
@@ -32,9 +32,10 @@ def config_for(arch, kwargs, steps, lr, smoke):
   c.optim.decay_epochs = steps * c.batch_size / 1437
   c.sample_every = 0
   c.ckpt_every = steps
+  c.eval.samples_per_class, c.sample.num_sampling_steps = eval_per_class, str(sampling_steps)
   if smoke:
     c.optim.warmup_epochs = 0.0
-    c.sample.num_sampling_steps, c.eval.samples_per_class, c.sample.grid_per_class = "4", 4, 1
+    c.sample.grid_per_class = 1
   return c
 
 
@@ -43,23 +44,30 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--steps", type=int, default=3000)
   p.add_argument("--lr", type=float, default=2e-3, help="the same for both models")
+  p.add_argument("--eval-per-class", type=int, default=50, help="samples per class judged (as make demo)")
+  p.add_argument("--sampling-steps", type=int, default=100, help="DDPM steps of the judged samples")
   p.add_argument("--out", default=None)
   args = p.parse_args(argv)
   models, steps = (TINY, 4) if args.smoke else (SIZES, args.steps)
+  if args.smoke:
+    args.eval_per_class, args.sampling_steps = 4, 4
   rows = []
   for label, (arch, kwargs) in models.items():
     with tempfile.TemporaryDirectory() as workdir:
       t = time.time()
-      state, report = train.train_and_evaluate(config_for(arch, kwargs, steps, args.lr, args.smoke), workdir)
+      config = config_for(arch, kwargs, steps, args.lr, args.smoke, args.eval_per_class, args.sampling_steps)
+      state, report = train.train_and_evaluate(config, workdir)
       params = sum(x.size for x in jax.tree.leaves(state["params"]))
     rows.append({"model": label, "params": int(params), "steps": steps, "batch": 32, "lr": args.lr,
+                 "eval_samples": 10 * args.eval_per_class, "sampling_steps": args.sampling_steps,
                  "wall_s": time.time() - t, **report})
     print(rows[-1], file=sys.stderr)
   path = write_results("quality_smoke" if args.smoke else "quality", {"rows": rows}, args.out)
-  table = ["| model | params | steps x batch | conditional accuracy | classifier-feature FID (floor) | wall time |",
-           "|---|---|---|---|---|---|"]
-  table += [f"| {r['model']} | {r['params']:,} | {r['steps']} x {r['batch']} | {100 * r['conditional_accuracy']:.1f} % | "
-            f"{r['fid_samples_vs_test']:.1f} ({r['fid_train_vs_test_floor']:.1f}) | {r['wall_s']:.0f} s |" for r in rows]
+  table = ["| model | params | steps x batch | judged samples (DDPM steps) | conditional accuracy | "
+           "classifier-feature FID (floor) | wall time |", "|---|---|---|---|---|---|---|"]
+  table += [f"| {r['model']} | {r['params']:,} | {r['steps']} x {r['batch']} | {r['eval_samples']} "
+            f"({r['sampling_steps']}) | {100 * r['conditional_accuracy']:.1f} % | {r['fid_samples_vs_test']:.1f} "
+            f"({r['fid_train_vs_test_floor']:.1f}) | {r['wall_s']:.0f} s |" for r in rows]
   pathlib.Path(path).with_suffix(".md").write_text("\n".join(table) + "\n")
   print("\n".join(table))
   return path
