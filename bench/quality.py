@@ -1,7 +1,7 @@
 """Quality at equal compute on the embedded digits: a GSPN-S/2- and a DiT-S/2-sized model
 trained with the same recipe and budget (steps x batch), judged like `make demo`.
 
-  python -m bench.quality                 # S/2 sizes; JSON and a markdown table in bench/results/
+  python -m bench.quality                 # S/2 sizes; JSON, a markdown table and sample grids in bench/results/
   python -m bench.quality --smoke         # tiny models, a few steps (CI)
   python -m bench.quality --steps 1000 --eval-per-class 20 --sampling-steps 50   # a shorter run
 """
@@ -51,13 +51,14 @@ def main(argv=None):
   models, steps = (TINY, 4) if args.smoke else (SIZES, args.steps)
   if args.smoke:
     args.eval_per_class, args.sampling_steps = 4, 4
-  rows = []
+  rows, grids = [], {}
   for label, (arch, kwargs) in models.items():
     with tempfile.TemporaryDirectory() as workdir:
       t = time.time()
       config = config_for(arch, kwargs, steps, args.lr, args.smoke, args.eval_per_class, args.sampling_steps)
       state, report = train.train_and_evaluate(config, workdir)
       params = sum(x.size for x in jax.tree.leaves(state["params"]))
+      grids[label] = (pathlib.Path(workdir) / "samples" / f"step_{steps:08d}.png").read_bytes()
     rows.append({"model": label, "params": int(params), "steps": steps, "batch": 32, "lr": args.lr,
                  "eval_samples": 10 * args.eval_per_class, "sampling_steps": args.sampling_steps,
                  "wall_s": time.time() - t, **report})
@@ -69,6 +70,8 @@ def main(argv=None):
             f"({r['sampling_steps']}) | {100 * r['conditional_accuracy']:.1f} % | {r['fid_samples_vs_test']:.1f} "
             f"({r['fid_train_vs_test_floor']:.1f}) | {r['wall_s']:.0f} s |" for r in rows]
   pathlib.Path(path).with_suffix(".md").write_text("\n".join(table) + "\n")
+  for label, png in grids.items():  # the final cfg sample grid of each model, one class per column
+    pathlib.Path(path).with_name(f"{pathlib.Path(path).stem}_{label.replace('/', '_')}.png").write_bytes(png)
   print("\n".join(table))
   return path
 

@@ -54,6 +54,9 @@ def test_quality_benchmark_smoke(tmp_path):
   assert [r["model"] for r in result["rows"]] == ["GSPN-tiny", "DiT-tiny"]
   assert all(0 <= r["conditional_accuracy"] <= 1 and r["steps"] == 4 for r in result["rows"])
   assert out.with_suffix(".md").read_text().startswith("| model |")
+  from PIL import Image
+
+  assert all(Image.open(out.with_name(f"{out.stem}_{m}.png")).size[0] > 0 for m in ("GSPN-tiny", "DiT-tiny"))
 
 
 @pytest.mark.parametrize("module", ["bench.kernel"])
