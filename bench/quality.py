@@ -18,9 +18,10 @@ from bench.common import write_results
 from configs import digits
 from gspn_jax import train
 
-SIZES = {"GSPN-S/2": ("GSPN", dict(hidden_size=368, depth=24, patch_size=2)),
+# No stochastic depth for either model (DiT has none; GSPN's default is 0.1), as the digits default.
+SIZES = {"GSPN-S/2": ("GSPN", dict(hidden_size=368, depth=24, patch_size=2, drop_path_rate=0.0)),
          "DiT-S/2": ("DiT", dict(hidden_size=384, depth=12, num_heads=6, patch_size=2))}
-TINY = {"GSPN-tiny": ("GSPN", dict(hidden_size=32, depth=2, patch_size=2)),
+TINY = {"GSPN-tiny": ("GSPN", dict(hidden_size=32, depth=2, patch_size=2, drop_path_rate=0.0)),
         "DiT-tiny": ("DiT", dict(hidden_size=32, depth=2, num_heads=2, patch_size=2))}
 
 
