@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fid.generate import chunk_labels, generate
-from tests.test_train import tiny_config
 from tests.cli import run_ok
+from tests.test_train import tiny_config
 
 
 def _fake_sampler(calls, fail_after=None):
