@@ -1,15 +1,17 @@
-"""Model registries named as in the papers: GSPN_models["GSPN-XL/2"], DiT_models["DiT-XL/2"]."""
+"""Model registries named as in the papers: GSPN_models["GSPN-XL/2"], DiT_models["DiT-XL/2"],
+DiffuSSM_models["DiffuSSM-XL"]."""
 
+from gspn_jax.models.diffussm import DiffuSSM, DiffuSSM_models
 from gspn_jax.models.dit import DiT, DiT_models
 from gspn_jax.models.gspn import GSPN, GSPN_models
 
-ARCHITECTURES = {"GSPN": GSPN, "DiT": DiT}
+ARCHITECTURES = {"GSPN": GSPN, "DiT": DiT, "DiffuSSM": DiffuSSM}
 
 
 def create_model(name, **kwargs):
-  """A registry entry ("GSPN-S/2", "DiT-XL/2", ...) or a bare architecture ("GSPN", "DiT")
+  """A registry entry ("GSPN-S/2", "DiT-XL/2", "DiffuSSM-XL", ...) or a bare architecture ("GSPN", "DiT", "DiffuSSM")
   with its sizes in kwargs."""
-  registry = {**GSPN_models, **DiT_models, **ARCHITECTURES}
+  registry = {**GSPN_models, **DiT_models, **DiffuSSM_models, **ARCHITECTURES}
   if name not in registry:
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(registry)}")
   return registry[name](**kwargs)
@@ -26,4 +28,4 @@ def count_params(model):
   return sum(x.size for x in jax.tree.leaves(state))
 
 
-__all__ = ["GSPN", "GSPN_models", "DiT", "DiT_models", "create_model", "count_params"]
+__all__ = ["GSPN", "GSPN_models", "DiT", "DiT_models", "DiffuSSM", "DiffuSSM_models", "create_model", "count_params"]
