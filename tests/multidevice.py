@@ -83,14 +83,19 @@ def main():
   for name, data, fsdp, accum, devices in [("single", 1, 1, 1, jax.devices()[:1]), ("dp", 8, 1, 1, jax.devices()),
                                            ("fsdp", 2, 4, 1, jax.devices()), ("accum_single", 1, 1, 3, jax.devices()[:1]),
                                            ("accum_fsdp", 2, 4, 3, jax.devices()), ("dit_single", 1, 1, 1, jax.devices()[:1]),
-                                           ("dit_fsdp", 2, 4, 1, jax.devices())]:
+                                           ("dit_fsdp", 2, 4, 1, jax.devices()),
+                                           ("diffussm_single", 1, 1, 1, jax.devices()[:1]),
+                                           ("diffussm_fsdp", 2, 4, 1, jax.devices())]:
     c = tiny_config(batch_size=24, grad_accum_steps=accum)
     if name.startswith("dit"):
       c.model.name, c.model.kwargs = "DiT", {"patch_size": 2, "hidden_size": 16, "depth": 2, "num_heads": 2}
+    if name.startswith("diffussm"):
+      c.model.name, c.model.kwargs = "DiffuSSM", {"hidden_size": 16, "depth": 1, "state_size": 4}
     c.mesh.data, c.mesh.fsdp = data, fsdp
     out[name] = run(c, devices, batch)
   report = {}
-  for name, ref in (("dp", "single"), ("fsdp", "single"), ("accum_fsdp", "accum_single"), ("dit_fsdp", "dit_single")):
+  for name, ref in (("dp", "single"), ("fsdp", "single"), ("accum_fsdp", "accum_single"), ("dit_fsdp", "dit_single"),
+                    ("diffussm_fsdp", "diffussm_single")):
     errs = [float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
             for a, b in zip(jax.tree.leaves(out[name]["params"]), jax.tree.leaves(out[ref]["params"]))]
     report[name] = {"max_rel_err": max(errs), **{k: v for k, v in out[name].items() if k != "params"}}

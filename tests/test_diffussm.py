@@ -15,7 +15,7 @@ from gspn_jax.models.ssm import S4D
 def s4d_naive(u, log_dt, log_A_real, A_imag, C, D, reverse):
   """The SSM step by step: x_l = Abar x_{l-1} + Bbar u_l, y_l = 2 Re(C x_l) + D u_l (ZOH, B = 1)."""
   A = -jnp.exp(log_A_real) + 1j * A_imag
-  dt = jnp.exp(log_dt)[:, None]
+  dt = jnp.exp(log_dt)
   Abar = jnp.exp(dt * A)
   Bbar = (Abar - 1.0) / A
   Cc = C[..., 0] + 1j * C[..., 1]
@@ -24,7 +24,7 @@ def s4d_naive(u, log_dt, log_A_real, A_imag, C, D, reverse):
   out = [None] * u.shape[1]
   for l in order:
     x = Abar * x + Bbar * u[:, l, :, None]
-    out[l] = 2.0 * jnp.sum(Cc * x, axis=-1).real + D * u[:, l]
+    out[l] = 2.0 * jnp.sum(Cc * x, axis=-1).real + D[:, 0] * u[:, l]
   return jnp.stack(out, axis=1)
 
 

@@ -22,7 +22,7 @@ def multidevice_report():
   return json.loads(run_ok(["-m", "tests.multidevice"], timeout=900).stdout)
 
 
-@pytest.mark.parametrize("case", ["dp", "fsdp", "accum_fsdp", "dit_fsdp"])
+@pytest.mark.parametrize("case", ["dp", "fsdp", "accum_fsdp", "dit_fsdp", "diffussm_fsdp"])
 def test_sharded_train_step_equals_the_single_device_step(multidevice_report, case):
   assert multidevice_report[case]["max_rel_err"] < 1e-5
 
@@ -31,7 +31,7 @@ def test_no_activation_is_ever_gathered(multidevice_report):
   dp, fsdp = multidevice_report["dp"], multidevice_report["fsdp"]
   assert dp["all_gathers"] == 0 and not dp["param_sharded"]  # data parallel: one gradient all-reduce
   assert fsdp["param_sharded"] and fsdp["all_gathers"] > 0
-  for case in ("fsdp", "accum_fsdp", "dit_fsdp"):  # FSDP gathers parameters, never activations
+  for case in ("fsdp", "accum_fsdp", "dit_fsdp", "diffussm_fsdp"):  # FSDP gathers parameters, never activations
     assert multidevice_report[case]["non_param_gathers"] == []
 
 

@@ -56,6 +56,13 @@ def sincos_pos_embed(embed_dim, grid_h, grid_w):
   return emb.reshape(grid_h, grid_w, embed_dim)
 
 
+def whole(param):
+  """An FSDP-sharded parameter gathered in its stored shape (before it is reshaped). No-op without a mesh."""
+  if jax.sharding.get_abstract_mesh().empty:
+    return param
+  return jax.lax.with_sharding_constraint(param, jax.sharding.PartitionSpec())
+
+
 class HourglassDown(nnx.Module):
   """W^down_m, m < M: token l = jM + m of Y (2D channels) -> channels [D_m m, D_m (m+1)) of I'_j.
 
@@ -72,7 +79,7 @@ class HourglassDown(nnx.Module):
     b, h, w, c = y.shape
     m = self.ratio
     y = y.reshape(b, h, w // m, m, c).astype(self.dtype)
-    kernel = self.kernel[...].astype(self.dtype).reshape(m, c, c // m)
+    kernel = whole(self.kernel[...]).astype(self.dtype).reshape(m, c, c // m)
     out = jnp.einsum("bhjmc,mcd->bhjmd", y, kernel).reshape(b, h, w // m, c)
     return out + self.bias[...].astype(self.dtype)
 

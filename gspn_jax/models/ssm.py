@@ -18,11 +18,12 @@ compute dtype. The backward direction is the same operator on the reversed seque
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 
 def s4d_kernel(log_dt, log_A_real, A_imag, C, length):
-  """(H, length) real convolution kernel of the diagonal SSM; C is (H, N, 2) (re, im)."""
-  dt = jnp.exp(log_dt)[:, None]
+  """(H, length) real convolution kernel of the diagonal SSM; log_dt is (H, 1), C (H, N, 2) (re, im)."""
+  dt = jnp.exp(log_dt)
   A = -jnp.exp(log_A_real) + 1j * A_imag
   dtA = dt * A
   Cb = (C[..., 0] + 1j * C[..., 1]) * (jnp.exp(dtA) - 1.0) / A  # C Bbar
@@ -35,13 +36,24 @@ def s4d_kernel(log_dt, log_A_real, A_imag, C, length):
 s4d_kernel = jax.checkpoint(s4d_kernel, static_argnums=(4,))
 
 
-def causal_conv(u, kernel):
-  """y_l = sum_{k <= l} kernel[:, l - k] u_k along axis 1 of u (B, L, H), via a zero-padded FFT."""
+def _fft_conv(u, kernel):
   length = u.shape[1]
-  n = 2 * length  # no wrap-around
+  n = 2 * length  # zero padding: no wrap-around
   uf = jnp.fft.rfft(u.astype(jnp.float32), n=n, axis=1)
   kf = jnp.fft.rfft(kernel.T, n=n, axis=0)
   return jnp.fft.irfft(uf * kf[None], n=n, axis=1)[:, :length]
+
+
+def causal_conv(u, kernel):
+  """y_l = sum_{k <= l} kernel[:, l - k] u_k along axis 1 of u (B, L, H), via FFT.
+
+  Under a mesh it runs on each device's examples (jax.shard_map): XLA's partitioner
+  would otherwise gather the whole batch for the FFT."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1 or u.shape[0] % mesh.size:
+    return _fft_conv(u, kernel)
+  batch = P(mesh.axis_names, None, None)
+  return jax.shard_map(_fft_conv, in_specs=(batch, P()), out_specs=batch, check_vma=False)(u, kernel)
 
 
 class S4D(nnx.Module):
@@ -50,17 +62,19 @@ class S4D(nnx.Module):
   def __init__(self, channels, state_size=32, *, reverse=False, dt_min=1e-3, dt_max=1e-1, rngs):
     h, n = channels, state_size
     self.reverse = reverse
-    u = jax.random.uniform(rngs.params(), (h,))
+    # Every parameter has a mode or unit axis: the sharding rules replicate them (they are
+    # small), so the kernel is built whole on every device and no activation is resharded.
+    u = jax.random.uniform(rngs.params(), (h, 1))
     self.log_dt = nnx.Param(u * (jnp.log(dt_max) - jnp.log(dt_min)) + jnp.log(dt_min))
     self.log_A_real = nnx.Param(jnp.full((h, n), jnp.log(0.5)))
     self.A_imag = nnx.Param(jnp.broadcast_to(jnp.pi * jnp.arange(n, dtype=jnp.float32), (h, n)))
     self.C = nnx.Param(jax.random.normal(rngs.params(), (h, n, 2)) * 0.5 ** 0.5)  # complex normal, var 1
-    self.D = nnx.Param(jax.random.normal(rngs.params(), (h,)))
+    self.D = nnx.Param(jax.random.normal(rngs.params(), (h, 1)))
 
   def kernel(self, length):
     return s4d_kernel(self.log_dt[...], self.log_A_real[...], self.A_imag[...], self.C[...], length)
 
   def __call__(self, u):
     v = u[:, ::-1] if self.reverse else u
-    y = causal_conv(v, self.kernel(u.shape[1])) + self.D[...] * v.astype(jnp.float32)
+    y = causal_conv(v, self.kernel(u.shape[1])) + self.D[..., 0] * v.astype(jnp.float32)
     return y[:, ::-1] if self.reverse else y
