@@ -1,4 +1,4 @@
-"""GSPN-XL/2 vs DiT-XL/2 (attention) across resolutions, side by side in one run.
+"""GSPN-XL/2 vs DiT-XL/2 (attention) vs DiffuSSM-XL (SSM, no patches) across resolutions, in one run.
 
   python -m bench.compare            # on a GPU: JSON and plots in bench/results/
   python -m bench.compare --smoke    # anywhere: small models at tiny sizes
@@ -6,7 +6,8 @@
 Per model and resolution (256, 512, 1024 px: 16^2, 32^2, 64^2 tokens): training images/s
 at the largest power-of-two batch that fits, the memory XLA plans for that step, model
 FLOPs utilisation (XLA's FLOP count of the step over the device's peak), and sampling
-images/s (250-step DDPM with classifier-free guidance). Then one layer alone: the GSPN
+images/s (250-step DDPM with classifier-free guidance). "tokens" is the length the
+long-range layers see: (latent/2)^2 for the /2 models, latent^2 for DiffuSSM. Then one layer alone: the GSPN
 core (four directions, local and global) against attention on s^2 tokens up to 4K^2,
 until attention runs out of memory or time. DiT uses the fastest attention JAX offers on
 the device (cuDNN's fused attention on NVIDIA GPUs).
@@ -42,7 +43,8 @@ def model_rows(models, resolutions, train_batch, sample_batch, steps, dtype):
     for label, name, kw in models:
       if name.startswith("DiT"):
         kw = {**kw, "attn_impl": attention_impl()}
-      row = {"model": label, "resolution": res, "tokens": (latent // 2) ** 2}
+      tokens = latent ** 2 if name.startswith("DiffuSSM") else (latent // 2) ** 2
+      row = {"model": label, "resolution": res, "tokens": tokens}
       found = (largest_batch(train_throughput, start=8, limit=train_batch, name=name, latent=latent, dtype=dtype, **kw)
                if train_batch > 8 else (train_batch, fits(train_throughput, name, latent, train_batch, dtype=dtype,
                                                           iters=1, **kw)))
@@ -99,11 +101,12 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.smoke:
     models = [("GSPN-tiny", "GSPN", dict(hidden_size=32, depth=2, patch_size=2)),
-              ("DiT-tiny", "DiT", dict(hidden_size=32, depth=2, num_heads=2, patch_size=2))]
+              ("DiT-tiny", "DiT", dict(hidden_size=32, depth=2, num_heads=2, patch_size=2)),
+              ("DiffuSSM-tiny", "DiffuSSM", dict(hidden_size=32, depth=2, state_size=8))]
     resolutions, batch, sample_batch, steps, dtype = (64, 128), 2, 2, 2, "float32"
     sizes, channels, budget = (16, 32), 16, 10.0
   else:
-    models = [("GSPN-XL/2", "GSPN-XL/2", {}), ("DiT-XL/2", "DiT-XL/2", {})]
+    models = [("GSPN-XL/2", "GSPN-XL/2", {}), ("DiT-XL/2", "DiT-XL/2", {}), ("DiffuSSM-XL", "DiffuSSM-XL", {})]
     resolutions, batch, sample_batch, steps, dtype = (256, 512, 1024), 512, 16, 250, "bfloat16"
     sizes, channels, budget = (64, 128, 256, 512, 1024, 2048, 4096), 64, 60.0
   payload = {"models": model_rows(models, resolutions, batch, sample_batch, steps, dtype),

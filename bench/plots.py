@@ -25,7 +25,7 @@ def plot_compare(payload, stem, device):
     ax.set_title(title)
     ax.set_yscale("log")
     ax.legend()
-  fig.suptitle(f"GSPN vs DiT on {device}")
+  fig.suptitle(f"{' vs '.join(sorted({r['model'] for r in models}))} on {device}")
   fig.tight_layout()
   paths.append(f"{stem}_models.png")
   fig.savefig(paths[-1], dpi=100)

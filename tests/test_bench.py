@@ -32,13 +32,22 @@ def test_train_benchmark_smoke(tmp_path):
 def test_compare_benchmark_smoke_writes_json_and_plots(tmp_path):
   result, out = _run("bench.compare", tmp_path)
   models = {(r["model"], r["resolution"]) for r in result["models"]}
-  assert models == {(m, res) for m in ("GSPN-tiny", "DiT-tiny") for res in (64, 128)}
+  assert models == {(m, res) for m in ("GSPN-tiny", "DiT-tiny", "DiffuSSM-tiny") for res in (64, 128)}
   assert all(r["train_images_per_sec"] > 0 and r["sample_images_per_sec"] > 0 for r in result["models"])
   assert all(r["gspn_local_ms"] > 0 and r["attention_xla_ms"] > 0 for r in result["layer"])
   from PIL import Image
 
   for suffix in ("models", "layer"):
     assert Image.open(out.with_name(f"{out.stem}_{suffix}.png")).size[0] > 400
+
+
+def test_flops_benchmark_smoke(tmp_path):
+  result, _ = _run("bench.flops", tmp_path)
+  rows = {r["model"]: r for r in result["rows"]}
+  ssm = rows["DiffuSSM"]
+  # XLA counts the linear maps plus the S4D kernels, FFTs and elementwise work.
+  assert ssm["linear_maps_gmacs"] < ssm["xla_gmacs"]
+  assert rows["DiT"]["xla_gmacs"] > 0
 
 
 def test_data_benchmark_smoke(tmp_path):
