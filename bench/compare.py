@@ -102,7 +102,7 @@ def main(argv=None):
   if args.smoke:
     models = [("GSPN-tiny", "GSPN", dict(hidden_size=32, depth=2, patch_size=2)),
               ("DiT-tiny", "DiT", dict(hidden_size=32, depth=2, num_heads=2, patch_size=2)),
-              ("DiffuSSM-tiny", "DiffuSSM", dict(hidden_size=32, depth=2, state_size=8))]
+              ("DiffuSSM-tiny", "DiffuSSM", dict(hidden_size=32, depth=1, state_size=8))]
     resolutions, batch, sample_batch, steps, dtype = (64, 128), 2, 2, 2, "float32"
     sizes, channels, budget = (16, 32), 16, 10.0
   else:

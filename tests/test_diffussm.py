@@ -127,7 +127,7 @@ def tiny(**kw):
 
 
 def test_output_shape_zero_init_head_and_cfg():
-  model = tiny()
+  model = tiny(depth=1)
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
   t, y = jnp.array([1, 500, 999, 3]), jnp.array([0, 3, 10, 9])
   call = nnx.jit(lambda m, x, t, y: m(x, t, y))
