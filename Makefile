@@ -19,6 +19,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -m pip install -q --no-deps "torch-fidelity==0.4.0"
+	# the CUDA plugin matching jaxlib, without its CUDA libraries: jax-triton's Triton module, for the
+	# CUDA lowering test (jax.devices() stays CPU)
+	$(BIN)/python -m pip install -q --no-deps "jax-cuda13-plugin==$$($(BIN)/python -c 'import jaxlib; print(jaxlib.__version__)')"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -156,8 +156,8 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (2 * ROW)
   for j in tl.range(0, CHUNK):
-    read = state + ((j + 1) % 2) * ROW  # h[j - 1], written before the last barrier
-    write = state + (j % 2) * ROW
+    read = ((j + 1) % 2) * ROW  # h[j - 1], written before the last barrier
+    write = (j % 2) * ROW
     for l0 in tl.range(0, L, BLOCK_L):
       base, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
                                                STRIDE_L, BLOCK_L, BLOCK_C)
@@ -165,12 +165,12 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
       gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, up.to(tl.float32),
                                                      dn.to(tl.float32), NORMALIZE)
       prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
-      h_up = tl.load(read + row - BLOCK_C, mask=tl.where(up, prev, False), other=0.0)
-      h_mid = tl.load(read + row, mask=prev, other=0.0)
-      h_dn = tl.load(read + row + BLOCK_C, mask=tl.where(dn, prev, False), other=0.0)
+      h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
+      h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
+      h_dn = tl.load(state + (read + row + BLOCK_C), mask=tl.where(dn, prev, False), other=0.0)
       h = lam * x + gl * h_up + gc * h_mid + gr * h_dn
       tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
-      tl.store(write + row, h, mask=mask)
+      tl.store(state + (write + row), h, mask=mask)
     tl.debug_barrier()  # the row is complete before the next step reads its neighbours
 
 
