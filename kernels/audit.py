@@ -87,7 +87,8 @@ def triton_calls(lowered):
     grid = [v for f, v in call if f in (2, 3, 4)]
     calls.append({"kernel": kernel[1].decode(), "num_warps": kernel[2], "shared_bytes": kernel.get(3, 0),
                   "ptx": kernel[4].decode(), "ttir": kernel[5].decode(), "compute_capability": kernel[6],
-                  "grid": grid, "operand_shapes": [str(v.type) for v in o.operation.operands]})
+                  "grid": grid, "operand_shapes": [str(v.type) for v in o.operation.operands],
+                  "result_shapes": [str(v.type) for v in o.operation.results]})
   return calls
 
 
