@@ -15,6 +15,7 @@ installed without its CUDA libraries on CPU machines: the Makefile). Run in a pr
 that has not imported jax_triton yet (JAX_TRITON_DUMP_DIR is read at its import).
 """
 
+import functools
 import math
 import os
 import re
@@ -98,6 +99,7 @@ def _nvidia_tool(name):
   return getattr(knobs.nvidia, name).path  # the binaries shipped in Triton's wheel
 
 
+@functools.cache  # a train step embeds the same kernel in many layers
 def assemble(ptx, compute_capability):
   """ptxas -v of the PTX: registers, spill bytes, stack, shared memory; and the SASS."""
   arch = f"sm_{compute_capability}{'a' if compute_capability >= 90 else ''}"
