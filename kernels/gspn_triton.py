@@ -49,7 +49,8 @@ def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.co
     pos = S - 1 - s
   else:
     pos = s
-  mask = tl.where(s < S, tile_mask, False)  # not `tile_mask & (s < S)`: Triton 3.9's interpreter makes that int32
+  # not `tile_mask & (s < S)`: Triton 3.9's interpreter makes that int32; j == CHUNK: a prefetch past the segment
+  mask = tl.where(j < CHUNK, tl.where(s < S, tile_mask, False), False)
   off = base + pos.to(tl.int64) * STRIDE_S
   x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
   lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -57,11 +58,23 @@ def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.co
 
 
 @triton.jit
-def _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
-  """(gl, gc, gr) as the scan uses them, the sigmoids, and 1/sum (NORMALIZE only)."""
+def _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask):
   gl = tl.load(gl_ptr + off, mask=mask, other=0.0).to(tl.float32)
   gc = tl.load(gc_ptr + off, mask=mask, other=0.0).to(tl.float32)
   gr = tl.load(gr_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  return gl, gc, gr
+
+
+@triton.jit
+def _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
+  """(gl, gc, gr) as the scan uses them, the sigmoids, and 1/sum (NORMALIZE only)."""
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask)
+  return _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
+
+
+@triton.jit
+def _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
+  """The gates as the scan uses them from the loaded ones (logits with NORMALIZE)."""
   if NORMALIZE:
     gl = tl.sigmoid(gl)
     gc = tl.sigmoid(gc)
@@ -83,13 +96,18 @@ def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
   base, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                           STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
+  mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask)
   for j in tl.range(0, CHUNK):
-    mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
-    gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
+    # step j + 1's loads go out before step j's math (the loop is not pipelined by the compiler)
+    mask1, off1, x1, lam1 = _step(x_ptr, lam_ptr, base, tile_mask, seg, j + 1, S, CHUNK, REVERSE, STRIDE_S)
+    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, off1, mask1)
+    a, b, c, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
     up = tl.gather(h, idx_up, 0) * has_up
     dn = tl.gather(h, idx_dn, 0) * has_dn
-    h = lam * x + gl * up + gc * h + gr * dn
+    h = lam * x + a * up + b * h + c * dn
     tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
+    mask, off, x, lam, gl, gc, gr = mask1, off1, x1, lam1, gl1, gc1, gr1
 
 
 @triton.jit
