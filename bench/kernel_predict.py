@@ -1,12 +1,15 @@
 """A performance model of the GSPN kernels on an H100, from the compiled program (no GPU).
 
-For each benchmark shape the op (four directions, or one for the single layers) is lowered
-for CUDA at compute capability 90 (kernels/audit.py). Bytes moved = every Triton custom
-call's operands and results (each element crosses HBM once: the kernels read every input
-once per step and write every output once; the rows layout's fp32 state rows stay in
-L1/L2 and are not counted). Minimum bytes = the op's own inputs and outputs (forward: x,
-3 gates, lambda read, h written, per direction; backward adds h and dh read and five
-gradients written). Time = the larger of the bandwidth bound (bytes / 3.0 TB/s) and a
+For each benchmark shape the op's forward and gradient (four directions, or one for the
+single layers) are lowered for CUDA at compute capability 90 (kernels/audit.py). Bytes
+moved = every Triton custom call's operands and results (each element crosses HBM once:
+the kernels read every input once per step and write every output once; the rows
+layout's fp32 state rows stay in L1/L2 and are not counted), plus, for forward+backward,
+the XLA ops between the kernels on full-size arrays (the gradient sums over directions),
+counted unfused: an upper bound. Minimum bytes, with D directions and N = B*H*W*C: every
+distinct array once; forward x and the merged output once, 4 gate/lambda arrays per
+direction: (2 + 4D) N; backward adds x, the D saved outputs, dh, dx once and 4D
+gradients read or written: (3 + 9D) N. Time = the larger of the bandwidth bound (bytes / 3.0 TB/s) and a
 latency bound: each program waits one dependent memory round trip per scan step and line
 tile (no prefetch), in waves of (132 SMs x resident programs per SM, from ptxas's
 register count). Every figure is predicted, not measured.
@@ -31,6 +34,20 @@ def _bytes(shape_text):
   return math.prod(int(d) for d in dims.split("x")) * size
 
 
+def xla_op_bytes(lowered, shape):
+  """Operands and results, on full-size arrays, of the XLA ops outside the kernels (unfused)."""
+  full = "tensor<" + "x".join(map(str, shape))
+  total = 0
+  for o in audit._ops(lowered.compiler_ir("stablehlo").operation):
+    name = o.operation.name
+    if name in ("stablehlo.custom_call", "func.return", "stablehlo.constant", "stablehlo.broadcast_in_dim"):
+      continue
+    types = [str(v.type) for v in o.operation.operands] + [str(v.type) for v in o.operation.results]
+    if any(t.startswith(full) for t in types):
+      total += sum(_bytes(t) for t in types if t.startswith(full))
+  return total
+
+
 def kernel_time(row, steps_per_program, tiles_per_step):
   """(latency-bound seconds, programs, resident programs per SM) of one custom call."""
   programs = math.prod(row["grid"])
@@ -44,12 +61,14 @@ def predict_case(name, shape, directions, chunk, dtype):
   from bench.kernel_audit import op_step
   from kernels import layout
 
-  size = jnp.dtype(dtype).itemsize
-  n = math.prod(shape) * len(directions)
-  out = {"case": name, "shape": shape, "directions": len(directions), "chunk": chunk, "dtype": jnp.dtype(dtype).name,
-         "min_bytes_fwd": 6 * n * size, "min_bytes_fwd_bwd": (6 + 12) * n * size}
+  size, d = jnp.dtype(dtype).itemsize, len(directions)
+  n = math.prod(shape) * size
+  out = {"case": name, "shape": shape, "directions": d, "chunk": chunk, "dtype": jnp.dtype(dtype).name,
+         "min_bytes_fwd": (2 + 4 * d) * n, "min_bytes_fwd_bwd": (2 + 4 * d + 3 + 9 * d) * n}
   fn, args = op_step(shape, directions, chunk, dtype)
-  rows = [audit.audit(c) for c in audit.triton_calls(audit.lower_for_cuda(fn, *args, compute_capability=90))]
+  lowered = audit.lower_for_cuda(fn, *args, compute_capability=90)
+  rows = [audit.audit(c) for c in audit.triton_calls(lowered)]
+  xla_bytes = xla_op_bytes(lowered, shape)
   for what, kinds in (("fwd", ("fwd",)), ("fwd_bwd", ("fwd", "bwd"))):
     moved = latency = 0.0
     for r, d in zip([r for r in rows if any(k in r["kernel"] for k in kinds)], directions * 2):
@@ -60,6 +79,9 @@ def predict_case(name, shape, directions, chunk, dtype):
       t, programs, per_sm = kernel_time(r, meta["CHUNK"], tiles)
       latency = latency + t
       out[f"programs_{r['kernel']}"], out[f"programs_per_sm_{r['kernel']}"] = programs, round(programs / H100_SMS, 2)
+    if what == "fwd_bwd":
+      moved += xla_bytes
+      out["xla_op_bytes_fwd_bwd"] = xla_bytes
     out[f"bytes_{what}"] = moved
     out[f"bytes_over_min_{what}"] = round(moved / out[f"min_bytes_{what}"], 3)
     t = max(moved / H100_BANDWIDTH, latency)
