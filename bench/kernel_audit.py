@@ -28,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 from bench.kernel import FULL  # noqa: E402
 from gspn_jax.ops import gspn_scan  # noqa: E402
 
-CI_CASES = ("xl2_256px_local", "layer_4k_global")  # the tile layout and the rows layout
+CI_CASES = ("xl2_256px_local", "layer_1k_local", "layer_4k_global")  # tile; rows, local and global
 
 
 def op_step(shape, directions, chunk, dtype):

@@ -11,7 +11,7 @@ tiles and carries the state in fp32 rows (kernels/gspn_triton.py).
 DIRECTIONS = ("lr", "rl", "tb", "bt")
 TILE_ELEMENTS = 2048  # fp32 state per program (registers): line x channel block
 MAX_BLOCK_C = 64
-ROWS_TILE = 1024  # elements of one line tile in the rows layout (4 warps, 8 per thread)
+ROWS_TILE = 512  # elements of one line tile in the rows layout (4 warps, 4 per thread)
 ROWS_BLOCK_C = 16  # channels per program in the rows layout: 32 B of bf16, 64 B of fp32 per pixel
 
 
