@@ -3,6 +3,7 @@ reference, forward and backward. Run by tests/test_kernels.py in its own process
 TRITON_INTERPRET must be set before the kernels are decorated:
 `TRITON_INTERPRET=1 python -m tests.kernel_interpret` prints a JSON report."""
 
+import functools
 import itertools
 import json
 import os
@@ -39,10 +40,16 @@ def triton_forward_backward(args, dh, direction, chunk, normalize, rows_tile=lay
   return to_jax(h), [to_jax(g) for g in grads]
 
 
-def reference_forward_backward(args, dh, direction, chunk, normalize):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))  # one compile per case, ~2.5x faster than eager
+def _reference(args, dh, direction, chunk, normalize):
   f = lambda *a: gspn_scan(*a, direction=direction, chunk=chunk, impl="xla", normalize=normalize)
   h, vjp = jax.vjp(f, *args)
-  return np.asarray(h.astype(jnp.float32)), [np.asarray(g.astype(jnp.float32)) for g in vjp(dh)]
+  return h, vjp(dh)
+
+
+def reference_forward_backward(args, dh, direction, chunk, normalize):
+  h, grads = _reference(args, dh, direction, chunk, normalize)
+  return np.asarray(h.astype(jnp.float32)), [np.asarray(g.astype(jnp.float32)) for g in grads]
 
 
 def rel_err(a, b):
