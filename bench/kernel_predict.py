@@ -4,7 +4,8 @@ For each benchmark shape the op's forward and gradient (four directions, or one 
 single layers) are lowered for CUDA at compute capability 90 (kernels/audit.py). Bytes
 moved = every Triton custom call's operands and results (each element crosses HBM once:
 the kernels read every input once per step and write every output once; the rows
-layout's fp32 state rows stay in L1/L2 and are not counted), plus, for forward+backward,
+layout's fp32 state rows stay in L1/L2 and are not counted), divided by the fraction of
+each 32-byte sector used (bf16 x 8 channels with lines along H: 16 of 32 bytes), plus, for forward+backward,
 the XLA ops between the kernels on full-size arrays (the gradient sums over directions),
 counted unfused: an upper bound. Minimum bytes, with D directions and N = B*H*W*C: every
 distinct array once; forward x and the merged output once, 4 gate/lambda arrays per
@@ -48,6 +49,16 @@ def xla_op_bytes(lowered, shape):
   return total
 
 
+def sector_efficiency(meta, size):
+  """Useful fraction of each 32-byte sector a kernel touches: a program reads BLOCK_C
+  contiguous channels per pixel, and whole line tiles only where the line runs along W
+  and the block holds every channel."""
+  contiguous = meta["BLOCK_C"] * size
+  if meta["STRIDE_L"] == meta["C"] and meta["BLOCK_C"] >= meta["C"]:
+    contiguous *= meta["BLOCK_L"]
+  return min(1.0, contiguous / 32)
+
+
 def kernel_time(row, steps_per_program, tiles_per_step):
   """(latency-bound seconds, programs, resident programs per SM) of one custom call."""
   programs = math.prod(row["grid"])
@@ -75,7 +86,7 @@ def predict_case(name, shape, directions, chunk, dtype):
       meta, _, _ = layout.geometry(shape, d, chunk)
       tiles = -(-meta["L"] // meta["BLOCK_L"])
       shapes = r["operand_shapes"] + r["result_shapes"]
-      moved += sum(_bytes(s) for s in shapes if s.count("x") == 4)  # NHWC arrays; not the 1-D state rows
+      moved += sum(_bytes(s) for s in shapes if s.count("x") == 4) / sector_efficiency(meta, size)
       t, programs, per_sm = kernel_time(r, meta["CHUNK"], tiles)
       latency = latency + t
       out[f"programs_{r['kernel']}"], out[f"programs_per_sm_{r['kernel']}"] = programs, round(programs / H100_SMS, 2)
