@@ -53,10 +53,10 @@ def test_the_replicated_warp_check_sees_a_line_copied_over_warps():
   assert audit.replicated_warps(ttgir) == [((1024, 1), "#blocked")]
 
 
+@pytest.mark.skipif("jax.default_backend() != 'cpu'", reason="checks a machine without a GPU")
 def test_jax_triton_on_a_cpu_machine_leaves_the_triton_path_off():
   import kernels
 
-  assert jax.default_backend() == "cpu"
   assert not kernels.available()
   with pytest.raises(RuntimeError, match=r"pip install -e '\.\[gpu\]'"):
     kernels.gspn_scan_triton(*[jax.numpy.zeros((1, 2, 2, 1))] * 5, direction="lr")
