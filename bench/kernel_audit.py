@@ -20,7 +20,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from kernels import audit  # noqa: E402  (before jax_triton: it sets the TTGIR dump directory)
+from kernels import audit  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -7,12 +7,12 @@ machine would (16-byte pointer alignment, the requested compute capability) and 
 PTX is embedded, zlib-compressed, in each custom call. Here each call's PTX is taken
 back out and assembled with Triton's ptxas (registers, spills, shared memory), its SASS
 listed with cuobjdump (instructions per element and scan step, from the innermost loop),
-and its TTGIR (dumped by jax-triton) checked for replicated warps: a data tile whose
-warps outnumber the slices it can give them, so several warps hold copies of one line.
+and its TTGIR (the call's own TTIR compiled again with the same options) checked for
+replicated warps: a data tile whose warps outnumber the slices it can give them, so
+several warps hold copies of one line.
 
 Needs jax-triton and the jax-cuda<N>-plugin matching jaxlib (its Triton module only;
-installed without its CUDA libraries on CPU machines: the Makefile). Run in a process
-that has not imported jax_triton yet (JAX_TRITON_DUMP_DIR is read at its import).
+installed without its CUDA libraries on CPU machines: the Makefile).
 """
 
 import functools
@@ -22,10 +22,6 @@ import re
 import subprocess
 import tempfile
 import zlib
-
-_DUMP = tempfile.mkdtemp(prefix="gspn_ttgir_")
-os.environ.setdefault("JAX_TRITON_DUMP_DIR", _DUMP)
-
 
 def lower_for_cuda(jitted, *args, compute_capability=90):
   """The lowered module of jax.jit'ed `jitted` at `args` (arrays or ShapeDtypeStructs) for CUDA."""
@@ -140,8 +136,10 @@ def _tensors(ir_text):
 
 
 def replicated_warps(ttgir):
-  """The data tiles (2-D float tensors in a blocked layout) whose warps outnumber the
-  distinct slices of the tile, i.e. some warps hold copies: [(shape, layout), ...]."""
+  """The data tiles (the largest 2-D float tensors, in a blocked layout) whose warps
+  outnumber the distinct slices of the tile, i.e. some warps hold copies of the same
+  elements: [(shape, layout), ...]. Broadcast helpers ([BLOCK_L, 1] masks) are left out."""
+  tile = max((math.prod(shape) for shape, _ in _tensors(ttgir) if len(shape) == 2), default=0)
   layouts = {}
   for name, spt, tpw, wpc in re.findall(
       r"(#blocked\d*) = #ttg\.blocked<\{sizePerThread = \[([\d, ]+)\], threadsPerWarp = \[([\d, ]+)\], "
@@ -149,7 +147,7 @@ def replicated_warps(ttgir):
     layouts[name] = [[int(v) for v in s.split(",")] for s in (spt, tpw, wpc)]
   bad = set()
   for shape, name in _tensors(ttgir):
-    if len(shape) != 2 or name not in layouts:
+    if len(shape) != 2 or name not in layouts or math.prod(shape) < tile:
       continue
     spt, tpw, wpc = layouts[name]
     needed = math.prod(min(w, math.ceil(n / (s * t))) for n, s, t, w in zip(shape, spt, tpw, wpc))
@@ -158,13 +156,36 @@ def replicated_warps(ttgir):
   return sorted(bad)
 
 
-def _ttgir_for(ptx):
-  """The TTGIR jax-triton dumped next to this PTX (same compile)."""
-  for root, _, files in os.walk(os.environ["JAX_TRITON_DUMP_DIR"]):
-    for f in files:
-      if f.endswith(".ptx") and open(os.path.join(root, f)).read() == ptx:
-        return open(os.path.join(root, f[:-4] + ".ttgir")).read()
-  return None
+def compile_ttir(call):
+  """The call's TTIR through Triton's CUDA stages exactly as jax-triton runs them: (TTGIR, PTX)."""
+  from triton._C.libtriton import ir
+  from triton.backends.compiler import GPUTarget
+  from triton.backends.nvidia.compiler import CUDABackend
+
+  from kernels.layout import NUM_STAGES
+
+  cc = call["compute_capability"]
+  backend = CUDABackend(GPUTarget("cuda", cc, 32))
+  options = backend.parse_options({"num_warps": call["num_warps"], "num_stages": NUM_STAGES, "num_ctas": 1,
+                                   "optimize_epilogue": False, "debug": False, "enable_fp_fusion": True})
+  context = ir.context()
+  ir.load_dialects(context)
+  backend.load_dialects(context)
+  with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "k.ttir")
+    with open(path, "w") as f:
+      f.write(call["ttir"])
+    module = ir.parse_mlir_module(path, context)
+  module.context = context
+  metadata = {}
+  ttgir = backend.make_ttgir(backend.make_ttir(module, metadata, options, cc), metadata, options, cc)
+  text = str(ttgir)  # before make_llir, which rewrites the module in place
+  return text, backend.make_ptx(backend.make_llir(ttgir, metadata, options, cc), metadata, options, cc)
+
+
+def _body(ptx):
+  """PTX without comments and debug sections (file paths, line tables)."""
+  return re.sub(r"//.*|\.file.*|\.loc.*|\.section\s+\.debug[\s\S]*", "", ptx)
 
 
 def tile_elements(ttir):
@@ -177,9 +198,11 @@ def audit(call):
   stats, sass = assemble(call["ptx"], call["compute_capability"])
   loop = innermost_loop(sass)
   per_thread = tile_elements(call["ttir"]) / (32 * call["num_warps"])
-  ttgir = _ttgir_for(call["ptx"])
+  ttgir, ptx = compile_ttir(call)
+  if _body(ptx) != _body(call["ptx"]):
+    raise AssertionError(f"{call['kernel']}: recompiling its TTIR gave different PTX; the TTGIR would not be its own")
   row = {k: v for k, v in call.items() if k not in ("ptx", "ttir")}
   row.update(stats, tile_elements=tile_elements(call["ttir"]), loop=loop,
              sass_per_element_step=None if loop is None else round(loop["instructions"] / per_thread, 1),
-             replicated_warps=None if ttgir is None else [f"{s} {n}" for s, n in replicated_warps(ttgir)])
+             replicated_warps=[f"{s} {n}" for s, n in replicated_warps(ttgir)])
   return row

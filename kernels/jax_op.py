@@ -26,7 +26,7 @@ def _call(kernels, inputs, out_shape, state_rows, direction, chunk, normalize, c
   if which == "rows":
     state = [jax.ShapeDtypeStruct((layout.state_size(meta, grid, state_rows),), "float32")]
   outs = jt.triton_call(*inputs, kernel=kernels[which], out_shape=[*out_shape, *state], grid=grid,
-                        num_warps=num_warps, num_stages=2, compute_capability=compute_capability,
+                        num_warps=num_warps, num_stages=layout.NUM_STAGES, compute_capability=compute_capability,
                         NORMALIZE=normalize, **meta)
   return outs[:len(out_shape)]
 

@@ -12,6 +12,7 @@ DIRECTIONS = ("lr", "rl", "tb", "bt")
 TILE_ELEMENTS = 2048  # fp32 state per program (registers): line x channel block
 MAX_BLOCK_C = 64
 ROWS_TILE = 512  # elements of one line tile in the rows layout (4 warps, 4 per thread)
+NUM_STAGES = 2  # Triton's option, as jax_op passes it (no effect on these loops' loads)
 ROWS_BLOCK_C = 16  # channels per program in the rows layout: 32 B of bf16, 64 B of fp32 per pixel
 
 

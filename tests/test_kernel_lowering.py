@@ -48,9 +48,9 @@ def test_the_replicated_warp_check_sees_a_line_copied_over_warps():
   ttgir = ("#blocked = #ttg.blocked<{sizePerThread = [32, 1], threadsPerWarp = [32, 1], warpsPerCTA = [1, 8], "
            "order = [0, 1]}>\n#blocked1 = #ttg.blocked<{sizePerThread = [1, 4], threadsPerWarp = [8, 4], "
            "warpsPerCTA = [4, 1], order = [1, 0]}>\n"
-           "%0 = tt.load %a : tensor<1024x1x!tt.ptr<f32>, #blocked> -> tensor<1024x1xf32, #blocked>\n"
-           "%1 = arith.addf %b, %b : tensor<128x16xf32, #blocked1>\n")
-  assert audit.replicated_warps(ttgir) == [((1024, 1), "#blocked")]
+           "%0 = tt.load %a : tensor<1024x2x!tt.ptr<f32>, #blocked> -> tensor<1024x2xf32, #blocked>\n"
+           "%1 = arith.addf %b, %b : tensor<256x8xf32, #blocked1>\n")
+  assert audit.replicated_warps(ttgir) == [((1024, 2), "#blocked")]  # 2 of its 8 warps hold distinct columns
 
 
 @pytest.mark.skipif("jax.default_backend() != 'cpu'", reason="checks a machine without a GPU")
