@@ -37,7 +37,7 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE):
               REVERSE=direction in ("rl", "bt"))
   block_l = next_pow2(l)
   block_c = max(1, min(next_pow2(c), MAX_BLOCK_C, TILE_ELEMENTS // block_l))
-  num_warps = 4 if block_l * block_c <= 1024 else 8
+  num_warps = min(4 if block_l * block_c <= 1024 else 8, max(1, block_l * block_c // 32))  # no idle lanes
   if block_c >= num_warps:
     meta.update(KERNEL="tile", BLOCK_L=block_l, BLOCK_C=block_c)
   else:
