@@ -15,10 +15,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# jax-cuda13-plugin matching jaxlib, without its CUDA libraries: its Triton module lets jax-triton
+# lower the kernels for CUDA in the tests (jax.devices() stays CPU).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -m pip install -q --no-deps "torch-fidelity==0.4.0"
+	$(BIN)/python -m pip install -q --no-deps "jax-cuda13-plugin==$$($(BIN)/python -c 'import jaxlib; print(jaxlib.__version__)')"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -2,6 +2,7 @@
 
   python -m bench.kernel             # on a GPU: the full table, JSON in bench/results/
   python -m bench.kernel --smoke     # anywhere: tiny shapes, the XLA reference only
+  python -m bench.kernel --predict   # anywhere: the H100 performance model (bench/kernel_predict.py)
 
 Cases: the GSPN-XL/2 training shape at 256 px (B=32, 16x16, C=1500, four directions) and
 512 px (32x32); one high-resolution layer (1K^2, 2K^2, 4K^2 with C=8), global and local
@@ -71,19 +72,37 @@ def run(cases, impls, dtypes, bandwidth):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--smoke", action="store_true", help="tiny shapes, XLA reference only (runs on a CPU)")
+  p.add_argument("--predict", action="store_true", help="predicted H100 figures from the compiled program (no GPU)")
   p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_<device>.json)")
   args = p.parse_args(argv)
-  from kernels import available
+  from kernels import INSTALL_HINT, available
 
+  if args.predict:
+    return predict(args.out)
   if not args.smoke and not available():
-    raise SystemExit("bench.kernel needs a CUDA GPU with jax-triton (pip install -e '.[gpu]'); "
-                     "use --smoke for the CPU smoke test")
+    raise SystemExit(f"bench.kernel needs a CUDA GPU with jax-triton ({INSTALL_HINT}); "
+                     "use --smoke for the CPU smoke test or --predict for the performance model")
   impls = ("xla",) if args.smoke else ("triton", "xla")
   bandwidth = copy_bandwidth(1 << 24 if args.smoke else 1 << 31)
   rows = run(SMOKE if args.smoke else FULL, impls, (jnp.float32, jnp.bfloat16), bandwidth)
   path = write_results("kernel_smoke" if args.smoke else "kernel", {"copy_bandwidth_bytes_per_s": bandwidth,
                                                                      "rows": rows}, args.out)
   print(f"wrote {path}")
+  return path
+
+
+def predict(out=None):
+  from bench import kernel_predict
+
+  rows = []
+  for case in FULL:
+    for dtype in (jnp.float32, jnp.bfloat16):
+      rows.append(kernel_predict.predict_case(*case, dtype))
+      print(rows[-1], file=sys.stderr)
+  path = write_results("kernel_predicted", {"predicted_for": "H100 (3.0 TB/s copy bandwidth, 132 SMs): PREDICTED, "
+                                            "not measured", "rows": rows}, out or "bench/results/kernel_predicted_h100.json")
+  kernel_predict.plot(rows, path.with_suffix(".png"))
+  print(f"wrote {path} and {path.with_suffix('.png')}")
   return path
 
 

@@ -1,14 +1,21 @@
-"""GSPN propagation in Triton: one forward and one backward kernel for all directions.
+"""GSPN propagation in Triton: forward and backward kernels for all directions, in two layouts.
 
 Arrays are NHWC. A direction is a view given by constexpr strides: STRIDE_S steps along
 the scan axis, STRIDE_L along the line, channels are contiguous; REVERSE walks the scan
 axis backwards. Nothing is transposed or flipped in memory, outputs land in the image
 frame. One program owns (batch element, segment, block of BLOCK_C channels) and keeps
 the fp32 state of the whole line in registers ([BLOCK_L, BLOCK_C]); the h[l - 1] and
-h[l + 1] neighbours come from tl.gather along the line. Every step reads each input
+h[l + 1] neighbours come from tl.gather along the line (the "tile" layout, for lines
+short enough that the channel block spreads over all warps). Every step reads each input
 once and writes the output once. With NORMALIZE the gates arrive as logits and the
 stability-context normalisation (sigmoid, divide by the sum over the neighbours that
 exist) runs in the prologue, and its Jacobian in the backward.
+
+The "rows" layout serves long lines (few channels, high resolution), where tl.gather
+would hold the whole line in one warp, replicate it over the others and spill: each step
+walks the line in BLOCK_L x BLOCK_C tiles and takes the previous step's state h[j - 1] at
+l - 1, l, l + 1 from a per-program fp32 state row in global memory (two slots, one
+barrier per step; it stays in L1/L2), so no tile holds more than BLOCK_L lanes of a line.
 
 Segments have CHUNK steps counted from the scan's start, in both passes.
 """
@@ -42,7 +49,8 @@ def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.co
     pos = S - 1 - s
   else:
     pos = s
-  mask = tl.where(s < S, tile_mask, False)  # not `tile_mask & (s < S)`: Triton 3.9's interpreter makes that int32
+  # not `tile_mask & (s < S)`: Triton 3.9's interpreter makes that int32; j == CHUNK: a prefetch past the segment
+  mask = tl.where(j < CHUNK, tl.where(s < S, tile_mask, False), False)
   off = base + pos.to(tl.int64) * STRIDE_S
   x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
   lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -50,11 +58,23 @@ def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.co
 
 
 @triton.jit
-def _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
-  """(gl, gc, gr) as the scan uses them, the sigmoids, and 1/sum (NORMALIZE only)."""
+def _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask):
   gl = tl.load(gl_ptr + off, mask=mask, other=0.0).to(tl.float32)
   gc = tl.load(gc_ptr + off, mask=mask, other=0.0).to(tl.float32)
   gr = tl.load(gr_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  return gl, gc, gr
+
+
+@triton.jit
+def _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
+  """(gl, gc, gr) as the scan uses them, the sigmoids, and 1/sum (NORMALIZE only)."""
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask)
+  return _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
+
+
+@triton.jit
+def _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
+  """The gates as the scan uses them from the loaded ones (logits with NORMALIZE)."""
   if NORMALIZE:
     gl = tl.sigmoid(gl)
     gc = tl.sigmoid(gc)
@@ -76,13 +96,18 @@ def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
   base, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                           STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
+  mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask)
   for j in tl.range(0, CHUNK):
-    mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
-    gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
+    # step j + 1's loads go out before step j's math (the loop is not pipelined by the compiler)
+    mask1, off1, x1, lam1 = _step(x_ptr, lam_ptr, base, tile_mask, seg, j + 1, S, CHUNK, REVERSE, STRIDE_S)
+    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, off1, mask1)
+    a, b, c, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
     up = tl.gather(h, idx_up, 0) * has_up
     dn = tl.gather(h, idx_dn, 0) * has_dn
-    h = lam * x + gl * up + gc * h + gr * dn
+    h = lam * x + a * up + b * h + c * dn
     tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
+    mask, off, x, lam, gl, gc, gr = mask1, off1, x1, lam1, gl1, gc1, gr1
 
 
 @triton.jit
@@ -123,3 +148,101 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
     tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
     # What step j's gates carry back to step j - 1: gc g[l] + gl[l+1] g[l+1] + gr[l-1] g[l-1].
     carry = gc * g + tl.gather(gl * g, idx_dn, 0) * has_dn + tl.gather(gr * g, idx_up, 0) * has_up
+
+
+@triton.jit
+def _row_tile(program_b, program_c, l0, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+              STRIDE_L: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+  """Offsets and mask of the line tile starting at l0, its state-row offsets, neighbour masks."""
+  l = l0 + tl.arange(0, BLOCK_L)
+  c = program_c * BLOCK_C + tl.arange(0, BLOCK_C)
+  mask = tl.where((c < C)[None, :], (l < L)[:, None], False)
+  base = program_b.to(tl.int64) * STRIDE_B + l[:, None].to(tl.int64) * STRIDE_L + c[None, :]
+  row = l[:, None] * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+  up = (l >= 1)[:, None]
+  dn = (l + 1 < L)[:, None]
+  return base, mask, row, up, dn
+
+
+@triton.jit
+def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_ptr,
+                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
+                         BLOCK_C: tl.constexpr, ROW: tl.constexpr):
+  seg = tl.program_id(0) % NSEG
+  program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+  state = state_ptr + program.to(tl.int64) * (2 * ROW)
+  for j in tl.range(0, CHUNK):
+    read = ((j + 1) % 2) * ROW  # h[j - 1], written before the last barrier
+    write = (j % 2) * ROW
+    for l0 in tl.range(0, L, BLOCK_L):
+      base, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                               STRIDE_L, BLOCK_L, BLOCK_C)
+      mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
+      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, up.to(tl.float32),
+                                                     dn.to(tl.float32), NORMALIZE)
+      prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
+      h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
+      h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
+      h_dn = tl.load(state + (read + row + BLOCK_C), mask=tl.where(dn, prev, False), other=0.0)
+      h = lam * x + gl * h_up + gc * h_mid + gr * h_dn
+      tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
+      tl.store(state + (write + row), h, mask=mask)
+    tl.debug_barrier()  # the row is complete before the next step reads its neighbours
+
+
+@triton.jit
+def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
+                         dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, state_ptr,
+                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
+                         BLOCK_C: tl.constexpr, ROW: tl.constexpr):
+  """The adjoint as in gspn_bwd_kernel; step j + 1 leaves gc g, gl g, gr g in three state rows."""
+  seg = tl.program_id(0) % NSEG
+  program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+  state = state_ptr + program.to(tl.int64) * (6 * ROW)
+  for jj in tl.range(0, CHUNK):
+    j = CHUNK - 1 - jj
+    read = state + ((jj + 1) % 2) * (3 * ROW)
+    write = state + (jj % 2) * (3 * ROW)
+    for l0 in tl.range(0, L, BLOCK_L):
+      base, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                               STRIDE_L, BLOCK_L, BLOCK_C)
+      mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
+      if REVERSE:
+        prev_off = off + STRIDE_S
+      else:
+        prev_off = off - STRIDE_S
+      has_up = up.to(tl.float32)
+      has_dn = dn.to(tl.float32)
+      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
+      nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
+      carry = (tl.load(read + row, mask=nxt, other=0.0)
+               + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
+               + tl.load(read + 2 * ROW + row - BLOCK_C, mask=tl.where(up, nxt, False), other=0.0))
+      g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
+      first = tl.where(j > 0, mask, False)  # h[j-1] is zero at the segment start
+      dgl = g * tl.load(h_ptr + prev_off - STRIDE_L, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
+      dgc = g * tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
+      dgr = g * tl.load(h_ptr + prev_off + STRIDE_L, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
+      if NORMALIZE:
+        t = (dgl * gl + dgc * gc + dgr * gr) * act
+        dgl = (dgl - t * has_up) * inv * sl * (1.0 - sl)
+        dgc = (dgc - t) * inv * sc * (1.0 - sc)
+        dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
+      tl.store(dx_ptr + off, (lam * g).to(dx_ptr.dtype.element_ty), mask=mask)
+      tl.store(dlam_ptr + off, (x * g).to(dlam_ptr.dtype.element_ty), mask=mask)
+      tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
+      tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
+      tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
+      # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
+      tl.store(write + row, gc * g, mask=tile_mask)
+      tl.store(write + ROW + row, gl * g, mask=tile_mask)
+      tl.store(write + 2 * ROW + row, gr * g, mask=tile_mask)
+    tl.debug_barrier()
+
+
+FORWARD = {"tile": gspn_fwd_kernel, "rows": gspn_fwd_rows_kernel}
+BACKWARD = {"tile": gspn_bwd_kernel, "rows": gspn_bwd_rows_kernel}

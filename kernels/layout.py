@@ -1,19 +1,29 @@
-"""Launch geometry of the GSPN kernels: a direction as strides, tiles, the grid.
+"""Launch geometry of the GSPN kernels: a direction as strides, the layout, tiles, the grid.
 
-Shared by the JAX launcher and the interpreter tests, so both run the same variants.
+Shared by the JAX launcher, the interpreter tests and the compiler audit, so all run the
+same variants. The "tile" layout keeps a whole line x channel block in registers and
+takes neighbours with tl.gather, which keeps the line inside one warp: it is used while
+the channel block spreads over every warp (BLOCK_C >= num_warps), else the warps would
+hold copies of the line and long lines spill. The "rows" layout walks long lines in
+tiles and carries the state in fp32 rows (kernels/gspn_triton.py).
 """
 
 DIRECTIONS = ("lr", "rl", "tb", "bt")
 TILE_ELEMENTS = 2048  # fp32 state per program (registers): line x channel block
 MAX_BLOCK_C = 64
+ROWS_TILE = 512  # elements of one line tile in the rows layout (4 warps, 4 per thread)
+NUM_STAGES = 2  # Triton's option, as jax_op passes it (no effect on these loops' loads)
+ROWS_BLOCK_C = 16  # channels per program in the rows layout: 32 B of bf16, 64 B of fp32 per pixel
 
 
 def next_pow2(n):
   return 1 << max(n - 1, 0).bit_length()
 
 
-def geometry(shape, direction, chunk):
-  """(constexpr kwargs, grid, num_warps) for NHWC `shape` scanned along `direction`."""
+def geometry(shape, direction, chunk, rows_tile=ROWS_TILE):
+  """(constexpr kwargs incl. KERNEL, grid, num_warps) for NHWC `shape` scanned along
+  `direction`. rows_tile: the rows layout's tile size (tests shrink it to walk several
+  tiles of a short line)."""
   b, h, w, c = shape
   if direction not in DIRECTIONS:
     raise ValueError(f"direction={direction!r}; use one of {DIRECTIONS}")
@@ -23,10 +33,21 @@ def geometry(shape, direction, chunk):
     s, l, stride_s, stride_l = h, w, w * c, c
   n = s if chunk is None else min(chunk, s)
   nseg = -(-s // n)
+  meta = dict(S=s, L=l, C=c, STRIDE_B=h * w * c, STRIDE_S=stride_s, STRIDE_L=stride_l, CHUNK=n, NSEG=nseg,
+              REVERSE=direction in ("rl", "bt"))
   block_l = next_pow2(l)
   block_c = max(1, min(next_pow2(c), MAX_BLOCK_C, TILE_ELEMENTS // block_l))
-  meta = dict(S=s, L=l, C=c, STRIDE_B=h * w * c, STRIDE_S=stride_s, STRIDE_L=stride_l, CHUNK=n, NSEG=nseg,
-              REVERSE=direction in ("rl", "bt"), BLOCK_L=block_l, BLOCK_C=block_c)
-  grid = (b * nseg, -(-c // block_c))
-  num_warps = 4 if block_l * block_c <= 1024 else 8
-  return meta, grid, num_warps
+  num_warps = min(4 if block_l * block_c <= 1024 else 8, max(1, block_l * block_c // 32))  # no idle lanes
+  if block_c >= num_warps:
+    meta.update(KERNEL="tile", BLOCK_L=block_l, BLOCK_C=block_c)
+  else:
+    block_c = min(next_pow2(c), ROWS_BLOCK_C)
+    block_l = min(next_pow2(l), max(1, rows_tile // block_c))
+    num_warps = max(1, min(4, block_l * block_c // 128))  # fewer lanes than elements: none replicated
+    meta.update(KERNEL="rows", BLOCK_L=block_l, BLOCK_C=block_c, ROW=-(-l // block_l) * block_l * block_c)
+  return meta, (b * nseg, -(-c // block_c)), num_warps
+
+
+def state_size(meta, grid, rows):
+  """fp32 elements of the rows layout's state: 2 slots x `rows` rows per program."""
+  return grid[0] * grid[1] * 2 * rows * meta["ROW"]

@@ -1,0 +1,62 @@
+"""The Triton path as a GPU would compile it, checked on CPU: the train and sampling
+steps and the benchmark shapes lowered for CUDA through jax-triton's own lowering rule,
+the embedded PTX assembled with Triton's ptxas (bench/kernel_audit.py, kernels/audit.py)."""
+
+import importlib.util
+import json
+
+import jax
+import pytest
+
+from tests.cli import run_ok
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("jax_triton") is None or importlib.util.find_spec("jax_cuda13_plugin") is None,
+    reason="requires jax-triton 0.3.1 and the jax-cuda13-plugin wheel matching jaxlib (make test installs both)")
+
+
+@pytest.fixture(scope="module")
+def report():
+  return json.loads(run_ok(["-m", "bench.kernel_audit", "--ci"], timeout=900).stdout)
+
+
+def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
+  seen = {(r["case"], r["dtype"], r["compute_capability"], r["kernel"]) for r in report if "mesh_devices" in r}
+  for dtype, cc in (("float32", 90), ("bfloat16", 80)):  # the H100 and the A100
+    assert {("train_step", dtype, cc, "gspn_fwd_kernel"), ("train_step", dtype, cc, "gspn_bwd_kernel")} <= seen
+  assert ("sampling_step", "bfloat16", 90, "gspn_fwd_kernel") in seen
+  for r in report:
+    if "mesh_devices" in r:  # the kernels see one device's half of the batch (tiny_config: 16 images, 4 sampled)
+      batch = int(r["operand_shapes"][0].split("<")[1].split("x")[0])
+      assert batch == (8 if r["case"] == "train_step" else 4), r["operand_shapes"]
+      assert r["spill_store_bytes"] == 0 and r["replicated_warps"] == [], r
+
+
+def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
+  bench = [r for r in report if "mesh_devices" not in r]
+  assert {r["kernel"] for r in bench} == {"gspn_fwd_kernel", "gspn_bwd_kernel", "gspn_fwd_rows_kernel",
+                                          "gspn_bwd_rows_kernel"}  # one shape per layout class
+  for r in bench:
+    assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, r
+    assert r["replicated_warps"] == [], r
+    assert r["sass_per_element_step"] is not None, r
+
+
+def test_the_replicated_warp_check_sees_a_line_copied_over_warps():
+  from kernels import audit
+
+  ttgir = ("#blocked = #ttg.blocked<{sizePerThread = [32, 1], threadsPerWarp = [32, 1], warpsPerCTA = [1, 8], "
+           "order = [0, 1]}>\n#blocked1 = #ttg.blocked<{sizePerThread = [1, 4], threadsPerWarp = [8, 4], "
+           "warpsPerCTA = [4, 1], order = [1, 0]}>\n"
+           "%0 = tt.load %a : tensor<1024x2x!tt.ptr<f32>, #blocked> -> tensor<1024x2xf32, #blocked>\n"
+           "%1 = arith.addf %b, %b : tensor<256x8xf32, #blocked1>\n")
+  assert audit.replicated_warps(ttgir) == [((1024, 2), "#blocked")]  # 2 of its 8 warps hold distinct columns
+
+
+@pytest.mark.skipif("jax.default_backend() != 'cpu'", reason="checks a machine without a GPU")
+def test_jax_triton_on_a_cpu_machine_leaves_the_triton_path_off():
+  import kernels
+
+  assert not kernels.available()
+  with pytest.raises(RuntimeError, match=r"pip install -e '\.\[gpu\]'"):
+    kernels.gspn_scan_triton(*[jax.numpy.zeros((1, 2, 2, 1))] * 5, direction="lr")
