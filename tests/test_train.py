@@ -8,6 +8,7 @@ import pytest
 
 from configs import digits as digits_config
 from gspn_jax import config_lib, train
+from gspn_jax.errors import RunError
 from gspn_jax.data import make_iterator
 from gspn_jax.train_state import learning_rate_fn
 from tests.cli import run_ok
@@ -52,7 +53,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-  with pytest.raises(FloatingPointError, match="non-finite loss"):
+  with pytest.raises(RunError, match="non-finite loss"):
     train.train_and_evaluate(tiny_config(**{"optim.lr": 1e35, "optim.grad_clip": 0.0,
                                             "optim.warmup_epochs": 0.0, "num_steps": 6}), tmp_path)
 
