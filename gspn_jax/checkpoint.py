@@ -101,7 +101,7 @@ class Checkpointer:
     if stored is None:
       return "no train state"
     stored, wanted = _by_name(stored), _by_name(abstract_state)
-    for name, leaf in wanted.items():
+    for name, leaf in sorted(wanted.items(), key=lambda kv: not kv[0].startswith("params/")):  # params first
       if name not in stored:
         raise UsageError(f"checkpoint {path} has no parameter {name}: the config differs from the run's "
                          f"({path.parent.parent / CONFIG_FILE}); resume with that config or use a new --workdir")

@@ -21,12 +21,15 @@ class Progress:
   def update(self, n=1):
     if not self.enabled:
       return
-    self.bar.update(n)
-    if self._first:  # the rate from here on: compile time excluded
-      self._first = False
-      b = self.bar
-      b.start_t = b.last_print_t = b._time()
-      b.initial = b.last_print_n = b.n
+    if not self._first:
+      self.bar.update(n)
+      return
+    self._first = False  # the clock starts now: rate and ETA exclude the compile time
+    b = self.bar
+    b.n += n
+    b.start_t = b.last_print_t = b._time()
+    b.initial = b.last_print_n = b.n
+    b.refresh()
 
   def set_postfix(self, values):
     if self.enabled:

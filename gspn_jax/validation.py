@@ -5,6 +5,7 @@ group, so a new sampler brings its own rule here); check_run covers what
 config_lib.validate cannot see (the model registry, the dataset, the device count).
 """
 
+import functools
 import inspect
 import math
 import os
@@ -69,7 +70,8 @@ def model_kwargs(model_config, extra):
     raise UsageError(f"config.model.name={name!r} fixes {want}, but config.model.kwargs sets {have}: use "
                      f"--config.model.name={family} to size the model by the kwargs, or set them to the "
                      "registry's values")
-  accepted = inspect.signature(entry).parameters
+  target = entry.func if isinstance(entry, functools.partial) else entry
+  accepted = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
   takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
   ignored = sorted(k for k in kwargs if not takes_any and k not in accepted)
   kwargs = {k: v for k, v in kwargs.items() if k not in ignored}
