@@ -285,3 +285,24 @@ def test_evaluate_checks_files_first(tmp_path):
     assert code == 2 and words in error_line(err), (argv, err[-2000:])
   (code, err), = run_each("fid.weights", [[]], timeout=600)
   assert code == 2 and "usage: python -m fid.weights" in error_line(err)
+
+
+def test_sample_accepts_dit_flags(tmp_path, capsys):
+  """DiT's own command, `sample.py --model DiT-S/8 --image-size 256 --ckpt <official .pt>`,
+  on a generated checkpoint with the official key names (DiT-S/8: the smallest size)."""
+  torch = pytest.importorskip("torch", reason="writes a PyTorch checkpoint")
+  pytest.importorskip("diffusers", reason="writes the VAE folder")
+  import sample
+  from PIL import Image
+  from tests.test_convert import dit_official_shapes
+  from tests.test_vae import _reference, _save_folder
+
+  gen = torch.Generator().manual_seed(0)
+  shapes = dit_official_shapes(12, 384, p=8, grid=4)  # 256 px: 32x32 latents, patch 8
+  torch.save({k: 0.02 * torch.randn(s, generator=gen) for k, s in shapes.items()}, tmp_path / "DiT-S-8-256x256.pt")
+  vae = _save_folder(_reference(), tmp_path / "vae")  # a tiny VAE: 32x32 latents -> 64 px
+  out = sample.main(["--model", "DiT-S/8", "--image-size", "256", "--ckpt", str(tmp_path / "DiT-S-8-256x256.pt"),
+                     "--vae", str(vae), "--num-sampling-steps", "2", "--class-labels", "1,2",
+                     "--out", str(tmp_path / "sample.png")])
+  assert Image.open(out).size == (2 * (64 + 2) + 2, 64 + 2 + 2)
+  assert f"wrote {out}" in capsys.readouterr().out
