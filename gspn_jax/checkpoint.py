@@ -23,7 +23,7 @@ from gspn_jax.errors import RunError, UsageError
 
 CONFIG_FILE = "config.json"
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
-METADATA = "_CHECKPOINT_METADATA"  # written last, inside the temporary directory
+METADATA = "_CHECKPOINT_METADATA"  # in every step Orbax completed (the rename into place comes last)
 
 
 def warn(message):
@@ -45,13 +45,11 @@ class Checkpointer:
 
   def steps(self):
     """Every step directory, complete or not, newest first."""
-    if not self.directory.is_dir():
-      return []
-    return sorted((int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+    return step_dirs(self.directory)
 
   def latest_step(self):
-    """The newest step whose save completed (its metadata file is written last)."""
-    return next((s for s in self.steps() if (self.directory / str(s) / METADATA).exists()), None)
+    """The newest step whose save completed."""
+    return latest_complete_step(self.directory)
 
   def save(self, step, state, data_state):
     """The train state (arrays) and the input iterator's state (a JSON-able dict)."""
@@ -144,6 +142,18 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def step_dirs(directory):
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()), reverse=True)
+
+
+def latest_complete_step(directory):
+  """The newest step directory with its metadata (Orbax renames a step into place complete)."""
+  return next((s for s in step_dirs(directory) if (pathlib.Path(directory) / str(s) / METADATA).exists()), None)
 
 
 def _by_name(tree):

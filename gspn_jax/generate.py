@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from gspn_jax import sampling
-from gspn_jax.checkpoint import Checkpointer, load_config
+from gspn_jax.checkpoint import Checkpointer, latest_complete_step, load_config
 from gspn_jax.errors import UsageError
 from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, split_model
 
@@ -49,7 +49,7 @@ def load_ema(workdir, step=None):
 
 def newest_step(workdir):
   """The step load_ema(workdir) would take, without restoring anything."""
-  return Checkpointer(workdir, read_only=True).latest_step()
+  return latest_complete_step(pathlib.Path(workdir) / "checkpoints")
 
 
 def load_official_dit(path, model="DiT-XL/2", image_size=256):

@@ -36,7 +36,7 @@ class MetricWriter:
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     for k, v in row.items():
-      if k != "step":
+      if k != "step" and np.isfinite(v):  # a non-finite loss stays in metrics.jsonl; TensorBoard warns on it
         self._tb.add_scalar(k, v, int(step))
     self._bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "grad_norm") if k in row})
 
