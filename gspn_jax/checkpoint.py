@@ -33,7 +33,6 @@ def warn(message):
 class Checkpointer:
   def __init__(self, workdir, keep=3, read_only=False):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
-    self.read_only = read_only
     if not read_only and jax.process_index() == 0:
       for tmp in sorted(self.directory.glob(f"*{TMP_SUFFIX}*")):
         warn(f"{tmp} is a save that never completed (the run was killed during it); removed")

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from gspn_jax import sampling
-from gspn_jax.checkpoint import Checkpointer, latest_complete_step, load_config
+from gspn_jax.checkpoint import Checkpointer, latest_complete_step, load_config, step_dirs
 from gspn_jax.errors import UsageError
 from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, split_model
 
@@ -39,9 +39,9 @@ def load_ema(workdir, step=None):
   graphdef, params, rest = split_model(build_model(config))
   tx = make_optimizer(config, learning_rate_fn(config, steps_per_epoch=1))
   abstract = jax.eval_shape(lambda p: init_state(p, tx, config.seed), params)
+  if not step_dirs(pathlib.Path(workdir) / "checkpoints"):
+    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (python main.py --workdir {workdir})")
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, read_only=True)
-  if not ckpt.steps():
-    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first (python main.py --workdir {workdir})")
   state, _, step = ckpt.restore(abstract, step)
   ckpt.close()
   return config, graphdef, rest, state["ema"], step

@@ -50,12 +50,10 @@ def check_output(path, flag="--out"):
 
 
 def model_kwargs(model_config, extra):
-  """(name, kwargs) for create_model: config.model.kwargs with `extra` (sizes set by the
+  """(name, kwargs, ignored) for create_model: config.model.kwargs with `extra` (sizes set by the
   data, dtype, remat). A registry name ("GSPN-S/2") fixes the size, so kwargs that set it
   otherwise are an error; options the model family does not take (a GSPN config's
   drop_path_rate under DiT) are left out, and listed in the returned `ignored`."""
-  from gspn_jax.models import create_model  # noqa: F401  (the registry is built there)
-
   name = model_config.name
   entry = _registry().get(name)
   if entry is None:
