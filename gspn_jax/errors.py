@@ -27,9 +27,17 @@ def one_line_errors(verbose=False):
   except (UsageError, FileNotFoundError, RunError) as e:
     if verbose:
       raise
+    _close_progress_bars()  # so that the error is the last line, not drawn over by a bar
     message = " ".join(str(e).split("\n"))  # one line, whatever the message held
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1 if isinstance(e, RunError) else 2)
+
+
+def _close_progress_bars():
+  from tqdm import tqdm
+
+  for bar in list(getattr(tqdm, "_instances", ())):
+    bar.close()
 
 
 def add_verbosity_flag(parser):
