@@ -1,13 +1,11 @@
-import json
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from configs import digits as digits_config
-from gspn_jax import config_lib, train
+from gspn_jax import config_lib
 from gspn_jax.data import make_iterator
 from gspn_jax.train_state import learning_rate_fn
 from tests.cli import run_ok
