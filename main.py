@@ -35,7 +35,8 @@ def main(argv):
   with one_line_errors(verbose=FLAGS.verbosity >= 1):
     config = load_config()
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    workdir = FLAGS.workdir or str(pathlib.Path("runs") / pathlib.Path(config_flags.get_config_filename(FLAGS["config"])).stem)
+    workdir = FLAGS.workdir or str(pathlib.Path("runs") / pathlib.Path(
+        config_flags.get_config_filename(FLAGS["config"])).stem)
     train.train_and_evaluate(config, workdir)
 
 

@@ -104,7 +104,7 @@ def _model_from_args(args, step):
       config.sample.cfg_channels
 
 
-def main(argv=None):
+def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a training run (its EMA weights and config)")
@@ -121,7 +121,11 @@ def main(argv=None):
   p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
   p.add_argument("--seed", type=int, default=0)
   errors.add_verbosity_flag(p)
-  args = p.parse_args(argv)
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
   errors.quiet_libraries(args.verbosity >= 1)
   with errors.one_line_errors(args.verbosity >= 1):
     settings = check_args(args)
@@ -163,10 +167,10 @@ def check_args(args):
   if previous.exists():
     before = json.loads(previous.read_text())
     if args.workdir and before.get("step") != step:
+      pinned = pathlib.Path(args.workdir) / "checkpoints" / str(before.get("step"))
       raise errors.UsageError(
           f"{out} holds chunks from checkpoint step {before.get('step')} of {args.workdir}, this command would "
-          f"add chunks from step {step}: pass --ckpt {pathlib.Path(args.workdir) / 'checkpoints' / str(before.get('step'))} "
-          "to finish with the same checkpoint, or use a new --out")
+          f"add chunks from step {step}: pass --ckpt {pinned} to finish with the same checkpoint, or use a new --out")
     if before != settings:
       changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
       raise errors.UsageError(f"{out} holds chunks made with other settings ({', '.join(changed)} differ, see "

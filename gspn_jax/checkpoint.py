@@ -104,8 +104,8 @@ class Checkpointer:
                          f"({path.parent.parent / CONFIG_FILE}); resume with that config or use a new --workdir")
       if tuple(stored[name].shape) != tuple(leaf.shape):
         raise UsageError(f"checkpoint {path}: {name} has shape {tuple(stored[name].shape)}, the model "
-                         f"{tuple(leaf.shape)}: the config differs from the run's ({path.parent.parent / CONFIG_FILE}); "
-                         "resume with that config or use a new --workdir")
+                         f"{tuple(leaf.shape)}: the config differs from the run's "
+                         f"({path.parent.parent / CONFIG_FILE}); resume with that config or use a new --workdir")
     extra = sorted(set(stored) - set(wanted))
     if extra:
       raise UsageError(f"checkpoint {path} has parameter {extra[0]} the model lacks: the config differs from the "

@@ -113,31 +113,15 @@ def test_generate_bound_to_one_checkpoint(tmp_path, straight):
 
   workdir, out = straight[0], tmp_path / "fid"
   flags = ["--workdir", str(workdir), "--out", str(out), "--num-samples", "4", "--global-batch", "2"]
-  pinned = fid_generate.check_args(_fid_args(flags + ["--ckpt", str(workdir / "checkpoints" / "2")]))
-  assert pinned["step"] == 2 and json.loads((out / "settings.json").read_text())["step"] == 2
+  pin = ["--ckpt", str(workdir / "checkpoints" / "2")]
+  check = lambda argv: fid_generate.check_args(fid_generate.parse_args(argv))
+  assert check(flags + pin)["step"] == 2 and json.loads((out / "settings.json").read_text())["step"] == 2
   # The newest checkpoint is step 4: resuming these chunks from it is refused, --ckpt pins step 2.
   with pytest.raises(UsageError, match=r"chunks from checkpoint step 2 .* step 4: pass --ckpt .*checkpoints/2"):
-    fid_generate.check_args(_fid_args(flags))
-  assert fid_generate.check_args(_fid_args(flags + ["--ckpt", str(workdir / "checkpoints" / "2")]))["step"] == 2
+    check(flags)
+  assert check(flags + pin)["step"] == 2
   with pytest.raises(UsageError, match="cfg_scale differ"):
-    fid_generate.check_args(_fid_args(flags + ["--ckpt", str(workdir / "checkpoints" / "2"), "--cfg-scale", "2"]))
-
-
-def _fid_args(argv):
-  import argparse
-
-  p = argparse.ArgumentParser()
-  for flag in ("--workdir", "--dit-ckpt", "--ckpt", "--vae", "--out", "--num-sampling-steps"):
-    p.add_argument(flag)
-  p.add_argument("--model", default="DiT-XL/2")
-  p.add_argument("--sampler", default="ddpm")
-  for flag, default in (("--image-size", 256), ("--num-samples", 50_000), ("--global-batch", 256), ("--seed", 0),
-                        ("--verbosity", 0)):
-    p.add_argument(flag, type=int, default=default)
-  p.add_argument("--cfg-scale", type=float, default=1.5)
-  args = p.parse_args(argv)
-  args.num_sampling_steps = args.num_sampling_steps or "250"
-  return args
+    check(flags + pin + ["--cfg-scale", "2"])
 
 
 def test_model_name_conflicting_kwargs_rejected():
