@@ -31,7 +31,7 @@ def config_for(arch, kwargs, steps, lr, smoke, eval_per_class=50, sampling_steps
   c.num_steps = steps
   c.optim.lr = lr
   c.optim.decay_epochs = steps * c.batch_size / 1437
-  c.sample_every = 0
+  c.sample_every = steps  # one grid, of the final state
   c.ckpt_every = steps
   c.eval.samples_per_class, c.sample.num_sampling_steps = eval_per_class, str(sampling_steps)
   if smoke:

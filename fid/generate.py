@@ -10,21 +10,23 @@ to uint8), all written as one ADM batch <out>/samples.npz (arr_0, labels).
 The samples are made in chunks of one global batch. Chunk i's labels and noise depend
 only on (seed, i), so the result does not depend on the number of devices or hosts;
 each finished chunk is written atomically to <out>/chunks/, and a restarted command
-skips the chunks on disk: nothing is generated twice or lost.
+skips the chunks on disk: nothing is generated twice or lost. <out>/settings.json records
+the settings and the checkpoint step the chunks come from; a restart that would resume
+them with other settings or another checkpoint (the run trained on) is refused, and
+--ckpt pins the step.
 """
 
 import argparse
 import json
 import pathlib
-import sys
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm import tqdm
 
-from gspn_jax import sampling
+from gspn_jax import errors, sampling, validation
+from gspn_jax.progress import Progress
 
 
 def chunk_labels(seed, chunk, size, num_classes):
@@ -54,8 +56,8 @@ def generate(sample_fn, params, decode, *, out, num_samples, global_batch, num_c
     chunks_dir.mkdir(parents=True, exist_ok=True)
   done = {int(p.stem.split("_")[1]) for p in chunks_dir.glob("chunk_*.npz")} if chunks_dir.exists() else set()
   done = set(multihost_utils.broadcast_one_to_all(np.isin(np.arange(num_chunks), list(done))).nonzero()[0])
-  bar = tqdm(total=num_chunks, initial=len(done), unit="chunk", disable=not is_main, file=sys.stderr,
-             desc=f"{num_samples} samples, {global_batch} per chunk")
+  bar = Progress(num_chunks, initial=len(done), unit="chunk", enabled=is_main,
+                 desc=f"{num_samples} samples, {global_batch} per chunk")
   for i in range(num_chunks):
     if i in done:
       continue
@@ -86,32 +88,23 @@ def _save_atomic(path, **arrays):
   tmp.replace(path)
 
 
-def _model_from_args(args):
-  """(graphdef, rest, params, decode, image_shape, num_classes, settings source)."""
+def _model_from_args(args, step):
+  """(graphdef, rest, params, decode, image_shape, num_classes, cfg channels)."""
   from gspn_jax import generate as run_lib
-  from gspn_jax.train_state import split_model
 
   if args.dit_ckpt:
-    from flax import nnx
-
-    from gspn_jax import convert
-    from gspn_jax.models import DiT_models
     from gspn_jax.vae import load_decoder
 
-    latent = args.image_size // 8
-    model = DiT_models[args.model](input_size=latent, in_channels=4, num_classes=1000, rngs=nnx.Rngs(0))
-    convert.dit_from_torch(model, convert.read_torch_state_dict(args.dit_ckpt))
-    graphdef, params, rest = split_model(model)
-    return graphdef, rest, params, load_decoder(args.vae or "stabilityai/sd-vae-ft-ema"), (latent, latent, 4), \
-        1000, 3
-  workdir, step = run_lib.resolve_checkpoint(args.workdir, args.ckpt)
+    graphdef, rest, params, image_shape = run_lib.load_official_dit(args.dit_ckpt, args.model, args.image_size)
+    return graphdef, rest, params, load_decoder(args.vae or "stabilityai/sd-vae-ft-ema"), image_shape, 1000, 3
+  workdir, _ = run_lib.resolve_checkpoint(args.workdir, args.ckpt)
   config, graphdef, rest, ema, _ = run_lib.load_ema(workdir, step)
   image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
   return graphdef, rest, ema, run_lib.decoder_for(config, args.vae), image_shape, config.data.num_classes, \
       config.sample.cfg_channels
 
 
-def main(argv=None):
+def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a training run (its EMA weights and config)")
@@ -127,23 +120,69 @@ def main(argv=None):
   p.add_argument("--num-sampling-steps", default="250")
   p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
   p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
-  graphdef, rest, params, decode, image_shape, num_classes, cfg_channels = _model_from_args(args)
-  sample_fn = sampling.make_sampler(graphdef, rest, image_shape=image_shape, num_classes=num_classes,
-                                    num_sampling_steps=args.num_sampling_steps, sampler=args.sampler,
-                                    cfg_scale=args.cfg_scale, cfg_channels=cfg_channels)
-  settings = {k: v for k, v in vars(args).items()}
+  errors.add_verbosity_flag(p)
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  errors.quiet_libraries(args.verbosity >= 1)
+  with errors.one_line_errors(args.verbosity >= 1):
+    settings = check_args(args)
+    graphdef, rest, params, decode, image_shape, num_classes, cfg_channels = _model_from_args(args, settings["step"])
+    sample_fn = sampling.make_sampler(graphdef, rest, image_shape=image_shape, num_classes=num_classes,
+                                      num_sampling_steps=args.num_sampling_steps, sampler=args.sampler,
+                                      cfg_scale=args.cfg_scale, cfg_channels=cfg_channels)
+    final = generate(sample_fn, params, decode, out=args.out, num_samples=args.num_samples,
+                     global_batch=args.global_batch, num_classes=num_classes, seed=args.seed)
+    print(f"wrote {final} ({args.num_samples} samples{_from(settings)})")
+  return final
+
+
+def check_args(args):
+  """The flags, the output folder and the checkpoint step, checked before any loading;
+  returns the settings the chunks are made with (written to <out>/settings.json)."""
+  from gspn_jax import generate as run_lib
+
+  validation.check_sampling(args.cfg_scale, args.num_sampling_steps)
+  if args.num_samples < 1 or args.global_batch < 1:
+    raise errors.UsageError(f"--num-samples {args.num_samples}, --global-batch {args.global_batch}: both must be "
+                            "at least 1")
+  if args.global_batch % jax.device_count():
+    raise errors.UsageError(f"--global-batch {args.global_batch} is not divisible by the {jax.device_count()} "
+                            f"devices; use a multiple of {jax.device_count()}")
   out = pathlib.Path(args.out)
+  if out.exists() and not out.is_dir():
+    raise errors.UsageError(f"--out {out} is a file; give a folder (it will hold chunks/ and samples.npz)")
+  validation.check_output(out / "settings.json", flag="--out")
+  step = None
+  if args.workdir:
+    workdir, step = run_lib.resolve_checkpoint(args.workdir, args.ckpt)
+    step = step if step is not None else run_lib.newest_step(workdir)
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (python main.py --workdir "
+                              f"{workdir})")
+  settings = {**{k: v for k, v in vars(args).items() if k not in ("ckpt", "verbosity")}, "step": step}
+  previous = out / "settings.json"
+  if previous.exists():
+    before = json.loads(previous.read_text())
+    if args.workdir and before.get("step") != step:
+      pinned = pathlib.Path(args.workdir) / "checkpoints" / str(before.get("step"))
+      raise errors.UsageError(
+          f"{out} holds chunks from checkpoint step {before.get('step')} of {args.workdir}, this command would "
+          f"add chunks from step {step}: pass --ckpt {pinned} to finish with the same checkpoint, or use a new --out")
+    if before != settings:
+      changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+      raise errors.UsageError(f"{out} holds chunks made with other settings ({', '.join(changed)} differ, see "
+                              f"{previous}); use the same flags or a new --out")
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    previous = out / "settings.json"
-    if previous.exists() and json.loads(previous.read_text()) != settings:
-      raise ValueError(f"{out} holds chunks made with other settings ({previous}); use a new --out")
     previous.write_text(json.dumps(settings, indent=2))
-  final = generate(sample_fn, params, decode, out=out, num_samples=args.num_samples,
-                   global_batch=args.global_batch, num_classes=num_classes, seed=args.seed)
-  print(f"wrote {final}")
-  return final
+  return settings
+
+
+def _from(settings):
+  return f", checkpoint step {settings['step']} of {settings['workdir']}" if settings.get("workdir") else ""
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from fid.weights import load_inception
 
 def write_reference_batch(images_path, out_path, features_fn, keep=10_000):
   images = NpzImages(images_path)
-  pool, spatial, _ = compute_activations(features_fn, images.batches(BATCH_SIZE), desc="reference")
+  pool, spatial, _ = compute_activations(features_fn, images.batches(BATCH_SIZE), desc="reference",
+                                        total=-(-len(images) // BATCH_SIZE))
   (mu, sigma), (mu_s, sigma_s) = metrics.compute_statistics(pool), metrics.compute_statistics(spatial)
   kept = np.concatenate(list(images.batches(BATCH_SIZE)))[:keep] if keep else np.zeros((0,) + images.shape[1:])
   write_batch(out_path, kept.astype(np.uint8), with_statistics={"mu": mu, "sigma": sigma, "mu_s": mu_s,

@@ -79,6 +79,11 @@ def load_state_dict(model, state_dict):
 
 def main(argv):
   """python -m fid.weights FILE.pth [OUT.npz]: a torch-free copy of the weights."""
+  if len(argv) not in (2, 3) or not pathlib.Path(argv[1]).is_file():
+    given = f"{argv[1]}: no such file" if len(argv) in (2, 3) else f"{len(argv) - 1} arguments"
+    print(f"error: {given}; usage: python -m fid.weights {FILENAME} [OUT.npz] (writes a torch-free copy of the "
+          "Inception weights)", file=sys.stderr)
+    sys.exit(2)
   src = pathlib.Path(argv[1])
   out = pathlib.Path(argv[2]) if len(argv) > 2 else src.with_suffix(".npz")
   np.savez(out, **read_torch_state_dict(src))

@@ -82,7 +82,7 @@ def validate(c):
     raise ValueError(f"config.sample.cfg_channels={c.sample.cfg_channels} must be in 1..{c.data.channels} "
                      "(the model's epsilon channels)")
   if c.num_steps < 1 or c.batch_size < 1:
-    raise ValueError("config.num_steps and config.batch_size must be positive")
+    raise ValueError(f"config.num_steps={c.num_steps}, config.batch_size={c.batch_size}: both must be at least 1")
   if c.grad_accum_steps < 1 or c.batch_size % c.grad_accum_steps:
     raise ValueError(f"config.grad_accum_steps={c.grad_accum_steps} must divide config.batch_size={c.batch_size}")
   if c.optim.schedule == "cosine" and c.optim.decay_epochs <= c.optim.warmup_epochs:

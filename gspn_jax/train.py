@@ -13,30 +13,34 @@ import jax
 import numpy as np
 from flax import nnx
 
-from gspn_jax import config_lib, digits_eval, sampling, sharding
-from gspn_jax.checkpoint import Checkpointer, save_config, write_json_atomic
+from gspn_jax import config_lib, digits_eval, sampling, sharding, validation
+from gspn_jax.checkpoint import Checkpointer, save_config, warn, write_json_atomic
 from gspn_jax.data import create_train_iterator
 from gspn_jax.diffusion import create_diffusion
 from gspn_jax.distributed import Preemption
+from gspn_jax.errors import RunError, UsageError
 from gspn_jax.metric_writer import MetricWriter
 from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, make_optimizer,
                                   make_train_step, split_model)
 
 
 def train_and_evaluate(config, workdir):
-  config_lib.validate(config)
+  try:
+    config_lib.validate(config)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
   mesh = sharding.make_mesh(config.mesh)
-  with jax.set_mesh(mesh):  # activations' sharding constraints resolve against it
-    return _train_and_evaluate(config, pathlib.Path(workdir), mesh)
+  for message in validation.check_run(config, mesh.size):
+    if jax.process_index() == 0:
+      warn(message)
+  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
+  # An exception waits for the save in flight (it would be lost half-written), then propagates.
+  with jax.set_mesh(mesh), ckpt.finishing():  # activations' sharding constraints resolve against the mesh
+    return _train_and_evaluate(config, pathlib.Path(workdir), mesh, ckpt)
 
 
-def _train_and_evaluate(config, workdir, mesh):
+def _train_and_evaluate(config, workdir, mesh, ckpt):
   is_main = jax.process_index() == 0
-
-  # ---- Mesh ----------------------------------------------------------------------------
-  if config.batch_size % (mesh.size * config.grad_accum_steps):
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by {mesh.size} devices x "
-                     f"{config.grad_accum_steps} micro-batches")
 
   # ---- Input -------------------------------------------------------------------------
   data = create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
@@ -52,16 +56,15 @@ def _train_and_evaluate(config, workdir, mesh):
   # ---- Sharding: shapes from eval_shape, parameters/EMA/optimizer state sharded alike ------
   graphdef, state, rest, state_sharding, abstract_state = init_sharded(config, mesh, tx)
 
-  # ---- Checkpoint: resume from the newest one in workdir (any device count) ------------------
-  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints)
-  if ckpt.latest_step() is not None:
+  # ---- Checkpoint: resume from the newest good one in workdir (any device count) -------------
+  if ckpt.steps():
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, state_sharding)
-    state, data_state = ckpt.restore(target)
+    state, data_state, _ = ckpt.restore(target, move_damaged=True)
     data.set_state(data_state)
-  elif is_main:
-    save_config(workdir, config)
   step = int(state["step"])
+  if is_main:
+    save_config(workdir, config, step)
 
   # ---- Update step ---------------------------------------------------------------------
   train_step = jit_train_step(config, mesh, graphdef, rest, diffusion, tx, lr_fn, state_sharding)
@@ -96,13 +99,12 @@ def _train_and_evaluate(config, workdir, mesh):
         ckpt.wait()
         writer.log(f"stopped by a signal after step {step}; checkpoint saved, rerun the same command to resume")
         writer.close()
-        ckpt.close()
         return state, None
       if grid and config.sample_every and step % config.sample_every == 0:
         _write_grid(grid, state["ema"], config, workdir, step, writer)
   ckpt.wait()
   writer.end_progress()
-  if grid and not (config.sample_every and step % config.sample_every == 0):
+  if grid and config.sample_every and step % config.sample_every:
     _write_grid(grid, state["ema"], config, workdir, step, writer)  # the final state's grid
 
   # ---- Evaluation ----------------------------------------------------------------------
@@ -112,8 +114,12 @@ def _train_and_evaluate(config, workdir, mesh):
     if is_main:
       write_json_atomic(workdir / "eval.json", {"step": step, **report})
       writer.log(digits_eval.format_report(report, config.sample.cfg_scale))
+      writer.log(f"wrote {workdir / 'eval.json'}")
+  if is_main:
+    writer.log(f"done: {step} steps in {workdir} (checkpoint {ckpt.directory / str(ckpt.latest_step())}, "
+               f"metrics.jsonl{', samples/' if grid and config.sample_every else ''}"
+               f"{', eval.json' if report else ''})")
   writer.close()
-  ckpt.close()
   return state, report
 
 
@@ -151,9 +157,11 @@ def state_shardings(abstract_state, mesh, table):
 def _check_finite(step, metrics, ckpt):
   loss = float(metrics["loss"])
   if not np.isfinite(loss):
-    raise FloatingPointError(
-        f"non-finite loss ({loss}) at step {step}: lower config.optim.lr, set config.optim.grad_clip, "
-        f"or train in float32; the newest good checkpoint is step {ckpt.latest_step()}")
+    ckpt.wait()  # the message names a checkpoint that is on disk, complete
+    good = ckpt.latest_step()
+    where = f"the run resumes from {ckpt.directory / str(good)}" if good is not None else "no checkpoint yet"
+    raise RunError(f"non-finite loss ({loss}) at step {step}: lower config.optim.lr, set config.optim.grad_clip, "
+                   f"or train in float32; {where}")
 
 
 def _grid_sampler(config, graphdef, rest, writer):
@@ -181,11 +189,14 @@ def _write_grid(grid, ema, config, workdir, step, writer):
   """Sampled on every process (the parameters span them all), written by process 0."""
   sample_fn, decode = grid
   labels = np.tile(np.asarray(config.sample.grid_classes), config.sample.grid_per_class)  # a class per column
-  samples = sampling.to_host(sample_fn(ema, jax.numpy.asarray(labels), jax.random.key(config.seed)))
+  with sample_fn.reporting(f"sample grid at step {step}"):
+    samples = sampling.to_host(sample_fn(ema, jax.numpy.asarray(labels), jax.random.key(config.seed)))
   images = sampling.to_uint8(decode(samples))
   if jax.process_index() == 0:
     image = sampling.make_grid(images, nrow=len(config.sample.grid_classes))
-    sampling.save_png(image, workdir / "samples" / f"step_{step:08d}.png", upscale=8 if images.shape[1] < 64 else 1)
+    path = workdir / "samples" / f"step_{step:08d}.png"
+    sampling.save_png(image, path, upscale=8 if images.shape[1] < 64 else 1)
+    writer.log(f"wrote {path}")
     writer.add_image("ema_samples", step, image)
 
 
@@ -194,5 +205,5 @@ def evaluate_digits(config, graphdef, rest, ema):
   sample_fn = sampling.make_sampler(graphdef, rest, **sampler_kwargs(config))
   labels = np.repeat(np.arange(config.data.num_classes), config.eval.samples_per_class)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  samples = sampling.sample_in_batches(sample_fn, ema, labels, key, batch_size=500)
+  samples = sampling.sample_in_batches(sample_fn, ema, labels, key, batch_size=500, desc="evaluation samples")
   return digits_eval.evaluate_samples(samples, labels)

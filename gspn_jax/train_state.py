@@ -13,17 +13,18 @@ import optax
 from flax import nnx
 
 from gspn_jax.models import create_model
+from gspn_jax.validation import model_kwargs
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_model(config, rngs=None):
-  """The configured model; sizes come from the data config (input size, channels, classes)."""
-  kwargs = dict(config.model.kwargs)
-  kwargs.update(input_size=config.data.image_size, in_channels=config.data.channels,
-                num_classes=config.data.num_classes, dtype=DTYPES[config.compute_dtype],
-                remat=config.remat)
-  return create_model(config.model.name, rngs=rngs or nnx.Rngs(config.seed), **kwargs)
+  """The configured model; sizes come from the data config (input size, channels, classes);
+  options the model family does not take are left out (see validation.model_kwargs)."""
+  name, kwargs, _ = model_kwargs(config.model, dict(
+      input_size=config.data.image_size, in_channels=config.data.channels, num_classes=config.data.num_classes,
+      dtype=DTYPES[config.compute_dtype], remat=config.remat))
+  return create_model(name, rngs=rngs or nnx.Rngs(config.seed), **kwargs)
 
 
 def split_model(model):

@@ -195,7 +195,7 @@ def test_npz_batches_stream_and_round_trip(tmp_path):
   with pytest.raises(ValueError, match="uint8"):
     NpzImages(tmp_path / "bad.npz")
   np.savez(tmp_path / "none.npz", images=images)
-  with pytest.raises(KeyError, match="arr_0"):
+  with pytest.raises(ValueError, match="arr_0"):
     NpzImages(tmp_path / "none.npz")
 
 

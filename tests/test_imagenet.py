@@ -128,7 +128,7 @@ def test_training_on_latents_resumes_mid_epoch_with_the_same_batches(tmp_path, t
   _extract(source, tiny_vae, tmp_path / "latents")
 
   def config(steps):
-    c = tiny_config(num_steps=steps, batch_size=2, ckpt_every=1)
+    c = tiny_config(num_steps=steps, batch_size=2, ckpt_every=1, sample_every=6)
     c.data.name, c.data.path = "imagenet_latents", str(tmp_path / "latents")
     c.data.image_size, c.data.channels, c.data.num_classes = 8, 4, 3
     c.sample.cfg_channels, c.sample.vae, c.sample.grid_classes = 3, str(tiny_vae), (0, 1, 2)

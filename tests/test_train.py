@@ -1,13 +1,11 @@
-import json
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 from configs import digits as digits_config
-from gspn_jax import config_lib, train
+from gspn_jax import config_lib
 from gspn_jax.data import make_iterator
 from gspn_jax.train_state import learning_rate_fn
 from tests.cli import run_ok
@@ -32,29 +30,6 @@ def tiny_config(**overrides):
       target = target[p]
     target[last] = v
   return c
-
-
-def _leaves_equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
-  straight, _ = train.train_and_evaluate(tiny_config(), tmp_path / "straight")
-  train.train_and_evaluate(tiny_config(num_steps=2), tmp_path / "resumed")
-  resumed, _ = train.train_and_evaluate(tiny_config(), tmp_path / "resumed")
-  assert int(resumed["step"]) == 4
-  for key in ("params", "ema", "opt_state"):
-    assert _leaves_equal(straight[key], resumed[key]), key
-  rows = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  assert {"loss", "mse", "vb", "grad_norm", "lr", "steps_per_sec", "images_per_sec"} <= set(rows[0])
-  assert (tmp_path / "resumed" / "tensorboard").is_dir()
-
-
-def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-  with pytest.raises(FloatingPointError, match="non-finite loss"):
-    train.train_and_evaluate(tiny_config(**{"optim.lr": 1e35, "optim.grad_clip": 0.0,
-                                            "optim.warmup_epochs": 0.0, "num_steps": 6}), tmp_path)
 
 
 def _iterator(n=100, batch=8, **kw):
@@ -104,7 +79,7 @@ def test_config_errors_name_the_field(override, message):
 def test_main_and_sample_scripts_end_to_end(tmp_path):
   run = ["main.py", "--config", "configs/digits.py", "--workdir", str(tmp_path),
          "--config.model.kwargs.hidden_size=16", "--config.model.kwargs.depth=2", "--config.batch_size=16",
-         "--config.num_steps=2", "--config.eval.enabled=False", "--config.sample_every=0",
+         "--config.num_steps=2", "--config.eval.enabled=False", "--config.sample_every=2",
          "--config.sample.num_sampling_steps=5", "--config.sample.grid_per_class=1"]
   run_ok(run, timeout=600)
   assert (tmp_path / "samples" / "step_00000002.png").exists()

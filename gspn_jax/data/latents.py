@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 
 from gspn_jax.data.pipeline import make_iterator
+from gspn_jax.errors import UsageError
 
 METADATA = "metadata.json"
 STORES = ("mean_std", "samples")
@@ -47,7 +48,12 @@ def read_metadata(path):
     raise FileNotFoundError(
         f"no latent dataset at {path} ({METADATA} missing): extract one first with "
         f"`python -m gspn_jax.data.extract --source imagefolder:<ImageNet train dir> --out {path}`")
-  meta = json.loads(meta_file.read_text())
+  try:
+    meta = json.loads(meta_file.read_text())
+    meta["num_shards"], meta["latent_size"], meta["channels"], meta["num_classes"], meta["store"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise UsageError(f"{meta_file} is damaged ({type(e).__name__}: {e}): rerun the extraction into a new "
+                     "folder") from None
   missing = [shard_name(i, meta["num_shards"]) for i in range(meta["num_shards"])
              if not (path / shard_name(i, meta["num_shards"])).exists()]
   if missing:
@@ -60,7 +66,7 @@ def check_config(meta, data_config):
   want = (data_config.image_size, data_config.channels, data_config.num_classes)
   have = (meta["latent_size"], meta["channels"], meta["num_classes"])
   if want != have:
-    raise ValueError(f"latent dataset {data_config.path} holds {have[0]}x{have[0]}x{have[1]} latents of "
+    raise UsageError(f"latent dataset {data_config.path} holds {have[0]}x{have[0]}x{have[1]} latents of "
                      f"{have[2]} classes; the config wants {want[0]}x{want[0]}x{want[1]} of {want[2]} "
                      "(config.data.image_size is the latent size: 32 for 256 px)")
 
@@ -82,13 +88,22 @@ def create_train_iterator(data_config, *, global_batch_size, seed, process_index
   import grain
 
   if not data_config.path:
-    raise ValueError("config.data.path is empty: set --config.data.path=<latent dataset folder> "
+    raise UsageError("config.data.path is empty: set --config.data.path=<latent dataset folder> "
                      "(made by python -m gspn_jax.data.extract)")
   path = pathlib.Path(data_config.path)
   meta = read_metadata(path)
   check_config(meta, data_config)
-  source = grain.sources.ArrayRecordDataSource(
-      [str(path / shard_name(i, meta["num_shards"])) for i in range(meta["num_shards"])])
+  shards = [str(path / shard_name(i, meta["num_shards"])) for i in range(meta["num_shards"])]
+  try:
+    source = grain.sources.ArrayRecordDataSource(shards)
+  except Exception:  # name the damaged shard, which the reader's error does not
+    for shard in shards:
+      try:
+        grain.sources.ArrayRecordDataSource([shard])
+      except Exception as e:
+        raise UsageError(f"latent shard {shard} is damaged ({type(e).__name__}): rerun the extraction of that "
+                         "shard (delete it; python -m gspn_jax.data.extract resumes)") from e
+    raise
   return make_iterator(lambda pos, i: latent_example(source[i], meta, pos, seed), len(source),
                        global_batch_size=global_batch_size, seed=seed, process_index=process_index,
                        process_count=process_count, num_threads=16)
