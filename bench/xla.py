@@ -8,7 +8,8 @@ computes it; the optimizer update, the same for any backbone, left out) at batch
 8x8x1 and 32x32x1 inputs (10 classes, no stochastic depth). For each model and shape:
 XLA's FLOPs and bytes accessed (`compiled.cost_analysis()`), its temporary memory
 (`compiled.memory_analysis()`), and the minimum wall time over repeats (S sizes; XL/2 is
-compiled only). `flops_per_param_token` is the FLOPs over 6 x (parameters applied at
+compiled only). `cpu_s_per_step_min` is the process CPU time (all threads), steadier than wall time on a
+shared machine. `flops_per_param_token` is the FLOPs over 6 x (parameters applied at
 every token) x tokens, the dense-model estimate of a train step's work.
 """
 
@@ -84,12 +85,13 @@ def measure(name, kwargs, size, batch, repeats):
          "flops_per_param_token": cost["flops"] / (6 * p_tok * tokens)}
   if repeats:
     jax.block_until_ready(compiled(params, batch_arrays, key))  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-      t = time.perf_counter()
+      t, c = time.perf_counter(), time.process_time()
       jax.block_until_ready(compiled(params, batch_arrays, key))
       times.append(time.perf_counter() - t)
-    row["s_per_step_min"], row["s_per_step_all"] = min(times), times
+      cpu.append(time.process_time() - c)
+    row.update(s_per_step_min=min(times), s_per_step_all=times, cpu_s_per_step_min=min(cpu))
   return row
 
 
@@ -103,7 +105,7 @@ def ratios(rows):
     dit = next((d for d in rows if d["model"] == f"DiT-{size}" and d["input"] == r["input"]), None)
     if dit is None:
       continue
-    keys = [k for k in ("gflop", "gb_accessed", "temp_gib", "s_per_step_min") if k in r and k in dit]
+    keys = [k for k in ("gflop", "gb_accessed", "temp_gib", "s_per_step_min", "cpu_s_per_step_min") if k in r and k in dit]
     out.append({"model": r["model"], "input": r["input"], **{k: r[k] / dit[k] for k in keys}})
   return out
 
@@ -139,12 +141,15 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3, help="timed steps per S-size row (the minimum is reported)")
   p.add_argument("--no-xl", action="store_true", help="skip the compiled-only XL/2 rows")
   p.add_argument("--sizes", default="8,32", help="input sizes (comma-separated)")
+  p.add_argument("--models", default=None, help="only these rows (comma-separated labels)")
   p.add_argument("--out", default=None, help="JSON path")
   args = p.parse_args(argv)
   batch = 2 if args.smoke else 32
   plan = [(m, 1 if args.smoke else args.repeats) for m in (TINY if args.smoke else S_SIZES).items()]
   if not (args.smoke or args.no_xl):
     plan += [(m, 0) for m in XL_SIZES.items()]
+  if args.models:
+    plan = [(m, r) for m, r in plan if m[0] in args.models.split(",")]
   rows = []
   for size in (int(s) for s in args.sizes.split(",")):
     for (label, (name, kwargs)), repeats in plan:

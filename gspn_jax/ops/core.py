@@ -93,25 +93,67 @@ def _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, scan_impl):
   return y
 
 
-def _unrolled(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge):
-  """The fast XLA path: per group, its own slices of the up-projections (so neither
-  the forward nor the backward moves the whole 24D-channel expansion), fp32 gates
-  normalised as produced, the unrolled image-frame scan, epilogue and merge in fp32."""
+def _group(xp, w, k, d, dtype):
+  """Group k's (gl, gc, gr, lam, u, d) logits/values: xp times the group's columns of
+  the 24D-wide weights [gates (12D) | lam (4D) | u (4D) | d (4D)]. One dot per slice,
+  so that each consumer reads its own D channels (a fusion reading a slice of the
+  whole projection would stream all 24D channels)."""
+  return [_project(xp, jax.lax.slice_in_dim(w, base + k * d, base + (k + 1) * d, axis=1), dtype)
+          for base in range(0, 24 * d, 4 * d)]
+
+
+def _group_forward(xk, gl, gc, gr, lam, u, dd, mk, direction, chunk):
+  """m_k (u h + d x) of one group in fp32: gates normalised as produced, the unrolled scan."""
+  gl, gc, gr = unrolled.normalized_gates(gl, gc, gr, unrolled.scan_axes(direction)[1])
+  h = unrolled.scan(xk, gl, gc, gr, lam, direction, chunk)
+  return mk * (u.astype(jnp.float32) * h + dd.astype(jnp.float32) * xk.astype(jnp.float32))
+
+
+def _unrolled(x, xp, w, m, chunk, merge):
   d = x.shape[-1]
   m = m.astype(x.dtype).astype(jnp.float32)
-  y = 0
-  for k, (xk, direction) in enumerate(_inputs(x, merge)):
-    cols = lambda w, base=0: _project(xp, jax.lax.slice_in_dim(w, base + k * d, base + (k + 1) * d, axis=1), x.dtype)
-    line = unrolled.scan_axes(direction)[1]
-    gl, gc, gr = unrolled.normalized_gates(cols(w_gates), cols(w_gates, 4 * d), cols(w_gates, 8 * d), line)
-    hk = unrolled.scan(xk, gl, gc, gr, cols(w_lam), direction, chunk)
-    y = y + m[k] * (cols(w_u).astype(jnp.float32) * hk + cols(w_d).astype(jnp.float32) * xk.astype(jnp.float32))
+  y = sum(_group_forward(xk, *_group(xp, w, k, d, x.dtype), m[k], direction, chunk)
+          for k, (xk, direction) in enumerate(_inputs(x, merge)))
   return y.astype(x.dtype)
+
+
+def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
+  """The fast path's backward: the projections recomputed, each group's
+  adjoint (scan, normalisation, epilogue) by its vjp, and the gradients of all groups'
+  slices gathered into one 24D-wide cotangent for one dW and one dxp dot."""
+  d = x.shape[-1]
+  m32 = m.astype(x.dtype).astype(jnp.float32)
+  dy = dy.astype(jnp.float32)
+  pieces = [[None] * 4 for _ in range(6)]
+  dx, dm = 0, []
+
+  def to_x(dxk, k):  # the transpose of _inputs' k-th transform
+    if merge == "aligned" or k == 0:
+      return dxk
+    dxk = dxk[:, :, ::-1] if k >= 2 else dxk
+    return jnp.swapaxes(dxk, 1, 2) if k % 2 else dxk
+
+  for k, (xk, direction) in enumerate(_inputs(x, merge)):
+    fn = lambda xk, *a: _group_forward(xk, *a, direction, chunk)
+    _, vjp = jax.vjp(fn, xk, *_group(xp, w, k, d, x.dtype), m32[k])
+    dxk, *dslices, dmk = vjp(dy)
+    dx = dx + to_x(dxk.astype(jnp.float32), k)
+    dm.append(dmk)
+    for i, ds in enumerate(dslices):
+      pieces[i][k] = ds
+  dproj = jnp.concatenate([p for group in pieces for p in group], axis=3).astype(x.dtype)
+  dw = jnp.einsum("bhwr,bhwc->rc", xp, dproj, preferred_element_type=jnp.float32)
+  dxp = jnp.dot(dproj, w.astype(x.dtype).T)
+  return dx.astype(x.dtype), dxp.astype(xp.dtype), dw, jnp.stack(dm)
+
+
+def _weights(w_gates, w_lam, w_u, w_d):
+  return jnp.concatenate([w_gates, w_lam, w_u, w_d], axis=1)
 
 
 def _forward(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
   if impl == "xla":
-    return _unrolled(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge)
+    return _unrolled(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge)
   return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "triton")
 
 
@@ -125,8 +167,18 @@ def _core_fwd(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
 
 
 def _core_bwd(chunk, merge, impl, residuals, dy):
-  _, vjp = jax.vjp(lambda *a: _forward(*a, chunk, merge, impl), *residuals)
-  return vjp(dy)
+  # Tied to dy by a barrier, the recomputation can neither be merged with the forward's
+  # identical ops (CSE would keep the forward's projections alive until here) nor be
+  # scheduled before the cotangent exists.
+  residuals, dy = jax.lax.optimization_barrier((residuals, dy))
+  if impl != "xla":  # recompute through the Triton op's own custom_vjp
+    _, vjp = jax.vjp(lambda *a: _forward(*a, chunk, merge, impl), *residuals)
+    return vjp(dy)
+  x, xp, w_gates, w_lam, w_u, w_d, m = residuals
+  dx, dxp, dw, dm = _unrolled_bwd(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge, dy)
+  d = x.shape[-1]
+  dws = jnp.split(dw, [12 * d, 16 * d, 20 * d], axis=1)
+  return (dx, dxp, *(g.astype(a.dtype) for g, a in zip(dws, (w_gates, w_lam, w_u, w_d))), dm.astype(m.dtype))
 
 
 _core.defvjp(_core_fwd, _core_bwd)
