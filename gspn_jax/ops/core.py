@@ -119,13 +119,13 @@ def _unrolled(x, xp, w, m, chunk, merge):
 
 def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
   """The fast path's backward: the projections recomputed, each group's
-  adjoint (scan, normalisation, epilogue) by its vjp, and the gradients of all groups'
-  slices gathered into one 24D-wide cotangent for one dW and one dxp dot."""
+  adjoint (scan, normalisation, epilogue) by its vjp, then its six slices' gradients
+  gathered into one 6D-wide cotangent for one dW and one dxp dot per group (one group's
+  transients live at a time)."""
   d = x.shape[-1]
   m32 = m.astype(x.dtype).astype(jnp.float32)
   dy = dy.astype(jnp.float32)
-  pieces = [[None] * 4 for _ in range(6)]
-  dx, dm = 0, []
+  dx, dm, dws, dxp = 0, [], [], 0
 
   def to_x(dxk, k):  # the transpose of _inputs' k-th transform
     if merge == "aligned" or k == 0:
@@ -139,11 +139,13 @@ def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
     dxk, *dslices, dmk = vjp(dy)
     dx = dx + to_x(dxk.astype(jnp.float32), k)
     dm.append(dmk)
-    for i, ds in enumerate(dslices):
-      pieces[i][k] = ds
-  dproj = jnp.concatenate([p for group in pieces for p in group], axis=3).astype(x.dtype)
-  dw = jnp.einsum("bhwr,bhwc->rc", xp, dproj, preferred_element_type=jnp.float32)
-  dxp = jnp.dot(dproj, w.astype(x.dtype).T)
+    dproj = jnp.concatenate(dslices, axis=3).astype(x.dtype)  # this group's 6 slices, (B, H, W, 6D)
+    wk = jnp.concatenate([jax.lax.slice_in_dim(w, b + k * d, b + (k + 1) * d, axis=1)
+                          for b in range(0, 24 * d, 4 * d)], axis=1)
+    dws.append(jnp.einsum("bhwr,bhwc->rc", xp, dproj, preferred_element_type=jnp.float32))
+    dxp = dxp + jnp.dot(dproj, wk.astype(x.dtype).T, preferred_element_type=jnp.float32)
+  # dws[k] holds group k's columns of each of the six blocks: interleave back to w's layout.
+  dw = jnp.concatenate([dws[k][:, i * d:(i + 1) * d] for i in range(6) for k in range(4)], axis=1)
   return dx.astype(x.dtype), dxp.astype(xp.dtype), dw, jnp.stack(dm)
 
 
