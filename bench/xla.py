@@ -76,7 +76,8 @@ def loss_and_grads_fn(graphdef, rest, diffusion):
 
 def measure(name, kwargs, size, batch, repeats):
   extra = dict(drop_path_rate=0.0) if name.startswith("GSPN") else {}
-  model = create_model(name, input_size=size, in_channels=1, num_classes=10, rngs=nnx.Rngs(0), **extra, **kwargs)
+  model = create_model(name, input_size=size, in_channels=1, num_classes=10, rngs=nnx.Rngs(0), **extra,
+                       **kwargs)
   graphdef, params, rest = split_model(model)
   step = jax.jit(loss_and_grads_fn(graphdef, rest, create_diffusion("")))
   batch_arrays = {"image": jax.random.normal(jax.random.key(1), (batch, size, size, 1)),
@@ -116,7 +117,8 @@ def ratios(rows):
     dit = next((d for d in rows if d["model"] == f"DiT-{size}" and d["input"] == r["input"]), None)
     if dit is None:
       continue
-    keys = [k for k in ("gflop", "gb_accessed", "temp_gib", "s_per_step_min", "cpu_s_per_step_min") if k in r and k in dit]
+    keys = [k for k in ("gflop", "gb_accessed", "temp_gib", "s_per_step_min", "cpu_s_per_step_min")
+            if k in r and k in dit]
     out.append({"model": r["model"], "input": r["input"], **{k: r[k] / dit[k] for k in keys}})
   return out
 

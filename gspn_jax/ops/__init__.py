@@ -81,4 +81,5 @@ def _check(x, gl, gc, gr, lam, direction, chunk, impl):
 
 from gspn_jax.ops.core import GROUP_DIRECTIONS, gspn_core  # noqa: E402  (core imports gspn_scan lazily)
 
-__all__ = ["gspn_scan", "gspn_core", "GROUP_DIRECTIONS", "gspn_scan_reference", "normalize_gates", "per_shard", "line_axis", "DIRECTIONS"]
+__all__ = ["gspn_scan", "gspn_core", "GROUP_DIRECTIONS", "gspn_scan_reference", "normalize_gates", "per_shard",
+           "line_axis", "DIRECTIONS"]

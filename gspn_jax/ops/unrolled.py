@@ -80,7 +80,8 @@ class _Steps:
   def join(self, steps, dtype):
     """Inverse of split: per-step arrays in scan order -> (B, H, W, C) in dtype."""
     order = [steps[self._index(i)] for i in range(self.n)]  # storage order
-    out = jnp.stack(order, axis=self.axis + 1).reshape(self.split_shape[:self.axis] + (-1,) + self.shape[self.axis + 1:])
+    out = jnp.stack(order, axis=self.axis + 1)
+    out = out.reshape(self.split_shape[:self.axis] + (-1,) + self.shape[self.axis + 1:])
     if self.pad:
       start = self.pad if self.reverse else 0
       out = jax.lax.slice_in_dim(out, start, start + self.s, axis=self.axis)
