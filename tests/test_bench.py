@@ -29,6 +29,15 @@ def test_train_benchmark_smoke(tmp_path):
   assert all(r["images_per_sec"] > 0 and r["memory_bytes"] > 0 for r in result["rows"])
 
 
+def test_xla_benchmark_smoke_writes_costs_ratios_and_plot(tmp_path):
+  result, out = _run("bench.xla", tmp_path, "--sizes", "8")
+  assert [r["model"] for r in result["rows"]] == ["GSPN-tiny", "DiT-tiny"]
+  assert all(r["gflop"] > 0 and r["gb_accessed"] > 0 and r["s_per_step_min"] > 0 for r in result["rows"])
+  assert result["ratios_vs_dit"][0]["model"] == "GSPN-tiny" and result["ratios_vs_dit"][0]["gflop"] > 0
+  assert "concurrency_optimized_scheduler=false" in result["xla_flags"]
+  assert out.with_suffix(".png").stat().st_size > 0
+
+
 def test_compare_benchmark_smoke_writes_json_and_plots(tmp_path):
   result, out = _run("bench.compare", tmp_path)
   models = {(r["model"], r["resolution"]) for r in result["models"]}

@@ -13,16 +13,12 @@ from flax import nnx
 from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                     drop_path, forward_with_cfg, shard_batch, split_key, torch_conv_kernel,
                                     unpatchify, xavier_uniform, zeros)
-from gspn_jax.ops import gspn_scan
-
-MERGES = ("aligned", "released")
-# Direction of the k-th channel group: the released code scans [x, x^T, flipW(x),
-# flipW(x^T)] left to right, which in the image frame is lr, tb, rl, bt.
-GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")
-
+from gspn_jax.ops import gspn_core
+from gspn_jax.ops.core import MERGES
 
 class GSPNCore(nnx.Module):
-  """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d."""
+  """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d
+  (the layers of the released code, applied by the `gspn_core` op)."""
 
   def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs):
     if merge not in MERGES:
@@ -39,32 +35,10 @@ class GSPNCore(nnx.Module):
     self.m_conv = nnx.Param(torch_conv_kernel(rngs.params(), (4, 1))[:, 0])  # Conv2d(4, 1, 1x1)
 
   def __call__(self, x):
-    b, h, w, d = x.shape
     xp = shard_batch(self.x_conv_down(x))
-    gl, gc, gr = jnp.split(shard_batch(self.w_conv_up(xp)), 3, axis=-1)  # each (B, H, W, 4D)
-    lam, u, dd = (shard_batch(f(xp)) for f in (self.l_conv_up, self.u_conv_up, self.d_conv))
-    m = self.m_conv[...].astype(x.dtype)
-    if self.merge == "released":
-      return self._released(x, gl, gc, gr, lam, u, dd, m)
-    y = 0
-    for k, direction in enumerate(GROUP_DIRECTIONS):
-      group = slice(k * d, (k + 1) * d)
-      hk = gspn_scan(x, gl[..., group], gc[..., group], gr[..., group], lam[..., group], direction=direction,
-                     chunk=self.chunk, impl=self.impl, normalize=True)
-      y = y + m[k] * (hk * u[..., group] + x * dd[..., group])
-    return y
-
-  def _released(self, x, gl, gc, gr, lam, u, dd, m):
-    """The released behaviour: transposed/flipped INPUTS scanned left to right with
-    gates from the untransformed frame, outputs merged without mapping back."""
-    b, h, w, d = x.shape
-    if h != w:
-      raise ValueError(f"merge='released' needs a square token grid, got {h}x{w}; use merge='aligned'")
-    xt = jnp.swapaxes(x, 1, 2)
-    xs = jnp.concatenate([x, xt, x[:, :, ::-1], xt[:, :, ::-1]], axis=-1)
-    hs = gspn_scan(xs, gl, gc, gr, lam, direction="lr", chunk=self.chunk, impl=self.impl, normalize=True)
-    y = (hs * u + xs * dd).reshape(b, h, w, 4, d)
-    return jnp.einsum("bhwkd,k->bhwd", y, m)
+    weights = (self.w_conv_up, self.l_conv_up, self.u_conv_up, self.d_conv)
+    return gspn_core(x, xp, *(f.kernel[...] for f in weights), self.m_conv[...], chunk=self.chunk,
+                     merge=self.merge, impl=self.impl)
 
 
 class Block(nnx.Module):
@@ -116,7 +90,7 @@ class GSPN(nnx.Module):
     drop_path_rate: stochastic depth, linear over blocks; class_dropout_prob: CFG label drop.
     remat: rematerialise each block in the backward pass.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay fp32.
-    scan_impl: gspn_scan implementation ("auto", "xla", "triton").
+    scan_impl: gspn_core implementation ("auto", "xla", "reference", "triton").
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,

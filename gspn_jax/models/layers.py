@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gspn_jax.models.depthwise import depthwise_conv
+
 xavier_uniform = jax.nn.initializers.xavier_uniform()
 normal_002 = jax.nn.initializers.normal(stddev=0.02)
 zeros = jax.nn.initializers.zeros
@@ -27,65 +29,6 @@ def torch_conv_bias(fan_in):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
-
-
-def _taps(xp, kernel, h, w):
-  """sum over taps (i, j) of the shifted input times kernel[i, j]: a depthwise conv.
-
-  A loop over kernel rows (a fusion boundary) keeps XLA from fusing the tap sum into
-  its consumers, which would re-evaluate every tap for each use of the output, and its
-  producers into it, re-evaluated for each tap."""
-  kh, kw = kernel.shape[:2]
-
-  def row(i, out):
-    rows = jax.lax.dynamic_slice_in_dim(xp, i, h, axis=1)
-    k = jax.lax.dynamic_index_in_dim(kernel, i, axis=0, keepdims=False)
-    return out + sum(rows[:, :, j:j + w, :] * k[j, 0] for j in range(kw))
-
-  out = jnp.zeros(xp.shape[:1] + (h, w) + xp.shape[3:], jnp.result_type(xp, kernel))
-  return jax.lax.fori_loop(0, kh, row, out)
-
-
-def _pad_same(x, kh, kw):
-  return jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-
-
-@jax.custom_vjp
-def _depthwise_taps(x, kernel):
-  return _taps(_pad_same(x, *kernel.shape[:2]), kernel, *x.shape[1:3])
-
-
-def _depthwise_taps_fwd(x, kernel):
-  return _depthwise_taps(x, kernel), (x, kernel)
-
-
-def _depthwise_taps_bwd(res, g):
-  x, kernel = res
-  (kh, kw), (h, w) = kernel.shape[:2], x.shape[1:3]
-  dx = _taps(_pad_same(g, kh, kw), kernel[::-1, ::-1], h, w)  # the adjoint: flipped taps
-  # The kernel gradient through the library convolution: as a fusion boundary it reads
-  # g once, where a sum over taps would re-evaluate g's producers for each tap.
-  _, conv_vjp = jax.vjp(lambda k: _library_depthwise_conv(x, k), kernel)
-  return dx, conv_vjp(g)[0]
-
-
-_depthwise_taps.defvjp(_depthwise_taps_fwd, _depthwise_taps_bwd)
-
-
-def depthwise_conv(x, kernel):
-  """'SAME' depthwise conv of NHWC x with an odd (kh, kw, 1, C) kernel.
-
-  XLA:CPU's grouped convolution is ~20x slower than summing shifted slices, so the CPU
-  path sums taps (with its analytic backward); GPUs keep the library convolution.
-  """
-  if jax.default_backend() == "cpu":
-    return _depthwise_taps(x, kernel)
-  return _library_depthwise_conv(x, kernel)
-
-
-def _library_depthwise_conv(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      feature_group_count=x.shape[-1])
 
 
 class DepthwiseConv(nnx.Module):

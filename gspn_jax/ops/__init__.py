@@ -1,4 +1,5 @@
-"""The GSPN propagation op: `gspn_scan` and the stability-context `normalize_gates`."""
+"""The GSPN propagation op `gspn_scan`, the stability-context `normalize_gates`, and
+`gspn_core`, a whole GSPN layer (projections, four directions, merge) as one op."""
 
 import jax
 from jax.sharding import PartitionSpec as P
@@ -78,4 +79,7 @@ def _check(x, gl, gc, gr, lam, direction, chunk, impl):
       raise ValueError(f"gspn_scan: {name} has shape {a.shape}, x has {x.shape}; they must match")
 
 
-__all__ = ["gspn_scan", "gspn_scan_reference", "normalize_gates", "per_shard", "line_axis", "DIRECTIONS"]
+from gspn_jax.ops.core import GROUP_DIRECTIONS, gspn_core  # noqa: E402  (core imports gspn_scan lazily)
+
+__all__ = ["gspn_scan", "gspn_core", "GROUP_DIRECTIONS", "gspn_scan_reference", "normalize_gates", "per_shard",
+           "line_axis", "DIRECTIONS"]

@@ -1,0 +1,207 @@
+"""The GSPN core of a block as one op: low-rank projections, four directions, merge.
+
+    y = sum_k m[k] * (u_k * h_k + d_k * x_k)
+    h_k = gspn_scan(x_k, gl_k, gc_k, gr_k, lam_k, direction_k, chunk, normalize=True)
+
+with [gl | gc | gr] = xp @ w_gates, lam = xp @ w_lam, u = xp @ w_u, d = xp @ w_d, where xp
+is the block's low-rank projection of x (GSPN's shared bottleneck) and the subscript k
+picks channel group k (channels k*D .. (k+1)*D of each 4D-wide projection).
+Group k runs in direction GROUP_DIRECTIONS[k] = lr, tb, rl, bt. merge="aligned" scans
+x_k = x in place; merge="released" (the released code) scans x_k = x, x^T, flipW(x),
+flipW(x^T) all left to right and merges the outputs without mapping them back.
+
+Residuals: the backward keeps only the op's inputs (x, xp, the weights, m) and
+recomputes the projections, gates and scans; per layer that is D + D/16 channels per
+token instead of the reference's 24D-channel projections plus four fp32 states.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from gspn_jax.ops import unrolled
+
+GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")
+MERGES = ("aligned", "released")
+CORE_IMPLS = ("auto", "xla", "reference", "triton")
+
+
+def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", impl="auto"):
+  """One GSPN layer's propagation and merge, (B, H, W, D) -> (B, H, W, D) in x's dtype.
+
+  x: the propagated input; xp: (B, H, W, R) its low-rank projection.
+  w_gates: (R, 12D), gate logits [gl | gc | gr], each 4 groups of D channels;
+  w_lam, w_u, w_d: (R, 4D); m: (4,) merge weights. Weights are cast to x's dtype, the
+  propagation state is fp32. chunk: segment length (None = global).
+  impl:
+    "reference": the specification. The projections expanded, sliced per group, one
+      `gspn_scan(impl="xla")` (the lax.scan reference with its analytic custom_vjp) per
+      group, autodiff for the rest.
+    "xla": the fast XLA path (ops/unrolled.py): the same arithmetic with gates
+      normalised where they are produced, steps as strided views of the image-frame
+      arrays, the epilogue and merge fused; the backward saves only the inputs.
+    "triton": the Triton kernels (kernels/), one `gspn_scan(impl="triton")` per group,
+      with the same saved inputs. A fused kernel implementing this op must match:
+      gl/gc/gr/lam/u/d read in place from the projection outputs (channel offset
+      g*4D + k*D, pitch 12D or 4D: no channel-slice copies), normalisation in the
+      prologue, u*h + d*x and m[k] applied in the epilogue with all four groups summed
+      into one output, and a backward that saves nothing beyond (x, xp, weights, m).
+    "auto": "triton" where the kernels run (a GPU with jax-triton), else "xla".
+  """
+  _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
+  if impl == "auto":
+    from gspn_jax.ops import _triton_available
+
+    impl = "triton" if _triton_available() else "xla"
+  if impl == "reference":
+    return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "xla")
+  return _core(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
+
+
+def _inputs(x, merge):
+  """(x_k, direction_k) per channel group."""
+  if merge == "aligned":
+    return [(x, d) for d in GROUP_DIRECTIONS]
+  xt = jnp.swapaxes(x, 1, 2)
+  return [(x, "lr"), (xt, "lr"), (x[:, :, ::-1], "lr"), (xt[:, :, ::-1], "lr")]
+
+
+def _project(xp, w, dtype):
+  return jnp.dot(xp, w.astype(dtype))
+
+
+def _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, scan_impl):
+  """The layer as the model composes it from gspn_scan (the reference's arithmetic)."""
+  from gspn_jax.ops import gspn_scan
+
+  d = x.shape[-1]
+  gl, gc, gr = jnp.split(_project(xp, w_gates, x.dtype), 3, axis=-1)
+  lam, u, dd = (_project(xp, w, x.dtype) for w in (w_lam, w_u, w_d))
+  m = m.astype(x.dtype)
+  if merge == "released":
+    xs = jnp.concatenate([xk for xk, _ in _inputs(x, merge)], axis=-1)
+    hs = gspn_scan(xs, gl, gc, gr, lam, direction="lr", chunk=chunk, impl=scan_impl, normalize=True)
+    y = (hs * u + xs * dd).reshape(*x.shape[:3], 4, d)
+    return jnp.einsum("bhwkd,k->bhwd", y, m)
+  y = 0
+  for k, direction in enumerate(GROUP_DIRECTIONS):
+    g = slice(k * d, (k + 1) * d)
+    hk = gspn_scan(x, gl[..., g], gc[..., g], gr[..., g], lam[..., g], direction=direction, chunk=chunk,
+                   impl=scan_impl, normalize=True)
+    y = y + m[k] * (hk * u[..., g] + x * dd[..., g])
+  return y
+
+
+def _group(xp, w, k, d, dtype):
+  """Group k's (gl, gc, gr, lam, u, d) logits/values: xp times the group's columns of
+  the 24D-wide weights [gates (12D) | lam (4D) | u (4D) | d (4D)]. One dot per slice,
+  so that each consumer reads its own D channels (a fusion reading a slice of the
+  whole projection would stream all 24D channels)."""
+  return [_project(xp, jax.lax.slice_in_dim(w, base + k * d, base + (k + 1) * d, axis=1), dtype)
+          for base in range(0, 24 * d, 4 * d)]
+
+
+def _group_forward(xk, gl, gc, gr, lam, u, dd, mk, direction, chunk):
+  """m_k (u h + d x) of one group in fp32: gates normalised as produced, the unrolled scan."""
+  gl, gc, gr = unrolled.normalized_gates(gl, gc, gr, unrolled.scan_axes(direction)[1])
+  h = unrolled.scan(xk, gl, gc, gr, lam, direction, chunk)
+  return mk * (u.astype(jnp.float32) * h + dd.astype(jnp.float32) * xk.astype(jnp.float32))
+
+
+def _unrolled(x, xp, w, m, chunk, merge):
+  d = x.shape[-1]
+  m = m.astype(x.dtype).astype(jnp.float32)
+  y = sum(_group_forward(xk, *_group(xp, w, k, d, x.dtype), m[k], direction, chunk)
+          for k, (xk, direction) in enumerate(_inputs(x, merge)))
+  return y.astype(x.dtype)
+
+
+def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
+  """The fast path's backward: the projections recomputed, each group's
+  adjoint (scan, normalisation, epilogue) by its vjp, then its six slices' gradients
+  gathered into one 6D-wide cotangent for one dW and one dxp dot per group (one group's
+  transients live at a time)."""
+  d = x.shape[-1]
+  m32 = m.astype(x.dtype).astype(jnp.float32)
+  dy = dy.astype(jnp.float32)
+  dx, dm, dws, dxp = 0, [], [], 0
+
+  def to_x(dxk, k):  # the transpose of _inputs' k-th transform
+    if merge == "aligned" or k == 0:
+      return dxk
+    dxk = dxk[:, :, ::-1] if k >= 2 else dxk
+    return jnp.swapaxes(dxk, 1, 2) if k % 2 else dxk
+
+  for k, (xk, direction) in enumerate(_inputs(x, merge)):
+    fn = lambda xk, *a: _group_forward(xk, *a, direction, chunk)
+    _, vjp = jax.vjp(fn, xk, *_group(xp, w, k, d, x.dtype), m32[k])
+    dxk, *dslices, dmk = vjp(dy)
+    dx = dx + to_x(dxk.astype(jnp.float32), k)
+    dm.append(dmk)
+    dproj = jnp.concatenate(dslices, axis=3).astype(x.dtype)  # this group's 6 slices, (B, H, W, 6D)
+    wk = jnp.concatenate([jax.lax.slice_in_dim(w, b + k * d, b + (k + 1) * d, axis=1)
+                          for b in range(0, 24 * d, 4 * d)], axis=1)
+    dws.append(jnp.einsum("bhwr,bhwc->rc", xp, dproj, preferred_element_type=jnp.float32))
+    dxp = dxp + jnp.dot(dproj, wk.astype(x.dtype).T, preferred_element_type=jnp.float32)
+  # dws[k] holds group k's columns of each of the six blocks: interleave back to w's layout.
+  dw = jnp.concatenate([dws[k][:, i * d:(i + 1) * d] for i in range(6) for k in range(4)], axis=1)
+  return dx.astype(x.dtype), dxp.astype(xp.dtype), dw, jnp.stack(dm)
+
+
+def _weights(w_gates, w_lam, w_u, w_d):
+  return jnp.concatenate([w_gates, w_lam, w_u, w_d], axis=1)
+
+
+def _forward(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
+  if impl == "xla":
+    return _unrolled(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge)
+  return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "triton")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _core(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
+  return _forward(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
+
+
+def _core_fwd(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
+  return _forward(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl), (x, xp, w_gates, w_lam, w_u, w_d, m)
+
+
+def _core_bwd(chunk, merge, impl, residuals, dy):
+  # Tied to dy by a barrier, the recomputation can neither be merged with the forward's
+  # identical ops (CSE would keep the forward's projections alive until here) nor be
+  # scheduled before the cotangent exists.
+  residuals, dy = jax.lax.optimization_barrier((residuals, dy))
+  if impl != "xla":  # recompute through the Triton op's own custom_vjp
+    _, vjp = jax.vjp(lambda *a: _forward(*a, chunk, merge, impl), *residuals)
+    return vjp(dy)
+  x, xp, w_gates, w_lam, w_u, w_d, m = residuals
+  dx, dxp, dw, dm = _unrolled_bwd(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge, dy)
+  d = x.shape[-1]
+  dws = jnp.split(dw, [12 * d, 16 * d, 20 * d], axis=1)
+  return (dx, dxp, *(g.astype(a.dtype) for g, a in zip(dws, (w_gates, w_lam, w_u, w_d))), dm.astype(m.dtype))
+
+
+_core.defvjp(_core_fwd, _core_bwd)
+
+
+def _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
+  if impl not in CORE_IMPLS:
+    raise ValueError(f"gspn_core: impl={impl!r}; use one of {CORE_IMPLS}")
+  if merge not in MERGES:
+    raise ValueError(f"gspn_core: merge={merge!r}; use one of {MERGES}")
+  if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+    raise ValueError(f"gspn_core: chunk={chunk!r}; use a positive int or None (global)")
+  if x.ndim != 4 or xp.shape[:3] != x.shape[:3]:
+    raise ValueError(f"gspn_core: x {x.shape} and xp {xp.shape} must be NHWC with the same (B, H, W)")
+  if merge == "released" and x.shape[1] != x.shape[2]:
+    raise ValueError(f"merge='released' needs a square token grid, got {x.shape[1]}x{x.shape[2]}; "
+                     "use merge='aligned'")
+  r, d = xp.shape[-1], x.shape[-1]
+  for name, w, width in (("w_gates", w_gates, 12 * d), ("w_lam", w_lam, 4 * d), ("w_u", w_u, 4 * d),
+                         ("w_d", w_d, 4 * d)):
+    if w.shape != (r, width):
+      raise ValueError(f"gspn_core: {name} has shape {w.shape}; expected ({r}, {width}) for R={r}, D={d}")
+  if m.shape != (4,):
+    raise ValueError(f"gspn_core: m has shape {m.shape}; expected (4,)")
