@@ -171,3 +171,24 @@ def test_gspn_s2_forward_and_backward_on_cpu():
   assert np.isfinite(float(loss))
   norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(nnx.state(grads))]
   assert all(np.isfinite(norms)) and all(n > 0 for n in norms)
+
+
+def test_adaln_conditioning_starts_as_the_released_model_and_conditions_every_block():
+  released = tiny_gspn()
+  adaln = tiny_gspn(conditioning="adaln")
+  d, blocks = 32, 5  # depth 4: 2 encoder + 1 middle + 2 decoder blocks
+  assert count_params(adaln) - count_params(released) == blocks * (3 * d * d + 3 * d)
+  # adaLN-Zero: zero modulation, so each block's output is gated to zero at initialisation.
+  _perturb(released)
+  x, t, y = _batch()
+  hidden = released.x_embedder(x)
+  out, _ = adaln.in_blocks[0](hidden, None, c=jnp.ones((2, d)))
+  np.testing.assert_array_equal(out, 0.0)
+  _perturb(adaln)
+  y2 = (y + 1) % 10
+  blk = adaln.in_blocks[0]
+  a, _ = blk(hidden, None, c=adaln.y_embedder(y))
+  b, _ = blk(hidden, None, c=adaln.y_embedder(y2))
+  assert not np.allclose(a, b)  # the label reaches the block directly, not only through its input
+  with pytest.raises(ValueError, match="conditioning"):
+    tiny_gspn(conditioning="film")

@@ -11,10 +11,16 @@ import numpy as np
 from flax import nnx
 
 from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
-                                    drop_path, forward_with_cfg, shard_batch, split_key, torch_conv_kernel,
-                                    unpatchify, xavier_uniform, zeros)
+                                    drop_path, forward_with_cfg, modulate, shard_batch, split_key,
+                                    torch_conv_kernel, unpatchify, xavier_uniform, zeros)
 from gspn_jax.ops import gspn_core
 from gspn_jax.ops.core import MERGES
+
+# "additive": the released design, c = t + y added to the input tokens and used by the
+# final layer only. "adaln": additionally DiT's adaLN-Zero in every block (shift/scale of
+# the block's LayerNorm output, gate on its output, zero-initialised).
+CONDITIONINGS = ("additive", "adaln")
+
 
 class GSPNCore(nnx.Module):
   """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d
@@ -43,9 +49,10 @@ class GSPNCore(nnx.Module):
 
 class Block(nnx.Module):
   """Mamba-style (hidden, residual) block: LN -> in_proj -> dw7x7 -> GSPN -> 1x1 -> dw3x3
-  -> squared ReLU -> out_proj; decoder blocks first fuse the U-ViT long skip."""
+  -> squared ReLU -> out_proj; decoder blocks first fuse the U-ViT long skip. With
+  adaLN conditioning the LN output is modulated by c and the block output gated by it."""
 
-  def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs):
+  def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs, adaln=False):
     d = hidden_size
     self.drop_path = drop_path
     self.dtype = dtype
@@ -58,8 +65,10 @@ class Block(nnx.Module):
     self.out_conv = nnx.Linear(d, d, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype, rngs=rngs)
     self.out_dconv = DepthwiseConv(d, 3, use_bias=False, dtype=dtype, rngs=rngs)
     self.out_proj = xav(d, d, use_bias=False)
+    self.adaLN_modulation = nnx.Linear(d, 3 * d, kernel_init=zeros, bias_init=zeros, dtype=dtype,
+                                       rngs=rngs) if adaln else None
 
-  def __call__(self, hidden, residual, skip=None, key=None):
+  def __call__(self, hidden, residual, skip=None, key=None, c=None):
     if self.skip_linear is not None:
       hidden = self.skip_linear(jnp.concatenate([hidden, skip], axis=-1))
     if residual is None:
@@ -67,15 +76,20 @@ class Block(nnx.Module):
     else:
       residual = residual + drop_path(hidden, self.drop_path, key).astype(jnp.float32)
     z = self.norm(residual).astype(self.dtype)
+    if self.adaLN_modulation is not None:
+      shift, scale, gate = jnp.split(shard_batch(self.adaLN_modulation(nnx.silu(c))), 3, axis=-1)
+      z = modulate(z, shift, scale)
     z = self.conv2d(self.in_proj(z))
     z = self.spn(z)
     z = self.out_dconv(self.out_conv(z))
-    z = z * nnx.relu(z)
-    return shard_batch(self.out_proj(z)), shard_batch(residual)
+    z = self.out_proj(z * nnx.relu(z))
+    if self.adaLN_modulation is not None:
+      z = gate[:, None, None, :] * z
+    return shard_batch(z), shard_batch(residual)
 
 
-def _call_block(block, hidden, residual, skip, key):
-  return block(hidden, residual, skip, key)
+def _call_block(block, hidden, residual, skip, key, c):
+  return block(hidden, residual, skip, key, c)
 
 
 class GSPN(nnx.Module):
@@ -91,12 +105,17 @@ class GSPN(nnx.Module):
     remat: rematerialise each block in the backward pass.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay fp32.
     scan_impl: gspn_core implementation ("auto", "xla", "reference", "triton").
+    conditioning: "additive" (released: c added to the input tokens and used by the final
+      layer) or "adaln" (also adaLN-Zero shift/scale/gate from c in every block, as DiT;
+      adds 3D^2 + 3D parameters per block).
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
                segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
-               dtype=jnp.float32, scan_impl="auto", rngs):
+               dtype=jnp.float32, scan_impl="auto", conditioning="additive", rngs):
+    if conditioning not in CONDITIONINGS:
+      raise ValueError(f"conditioning={conditioning!r}; use one of {CONDITIONINGS}")
     self.input_size = input_size  # default sampling resolution; the model itself is resolution-free
     self.in_channels = in_channels
     self.out_channels = in_channels * 2 if learn_sigma else in_channels
@@ -113,7 +132,8 @@ class GSPN(nnx.Module):
     # Block i drops the previous block's output: rates [0] + linspace(0, rate, depth).
     rates = [0.0] + [float(r) for r in np.linspace(0, drop_path_rate, depth)]
     half = depth // 2
-    block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs)
+    block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs,
+                              adaln=conditioning == "adaln")
     self.in_blocks = nnx.List([block(chunk=segment_length, drop_path=rates[i], skip=False) for i in range(half)])
     self.mid_block = block(chunk=segment_length, drop_path=rates[half], skip=False)
     self.out_blocks = nnx.List([
@@ -130,13 +150,14 @@ class GSPN(nnx.Module):
     c = shard_batch(self.t_embedder(t) + self.y_embedder(y, keys[-1]))
     hidden = shard_batch(self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype))
     call = nnx.remat(_call_block) if self.remat else _call_block
+    cb = c.astype(self.dtype)
     residual, skips = None, []
     for i, blk in enumerate(self.in_blocks):
-      hidden, residual = call(blk, hidden, residual, None, keys[i])
+      hidden, residual = call(blk, hidden, residual, None, keys[i], cb)
       skips.append(hidden)
-    hidden, residual = call(self.mid_block, hidden, residual, None, keys[len(skips)])
+    hidden, residual = call(self.mid_block, hidden, residual, None, keys[len(skips)], cb)
     for i, blk in enumerate(self.out_blocks):
-      hidden, residual = call(blk, hidden, residual, skips.pop(), keys[len(self.in_blocks) + 1 + i])
+      hidden, residual = call(blk, hidden, residual, skips.pop(), keys[len(self.in_blocks) + 1 + i], cb)
     residual = residual + drop_path(hidden, self.drop_path_rate, keys[-2]).astype(jnp.float32)
     out = shard_batch(self.final_layer(self.norm_f(residual), c.astype(jnp.float32)))
     return unpatchify(out, self.patch_size, self.out_channels).astype(jnp.float32)
