@@ -66,7 +66,7 @@ def model_steps(compute_dtype):
   sample = make_sampler(graphdef, rest, image_shape=(size, size, ch), num_classes=c.data.num_classes,
                         num_sampling_steps="2")
   labels = jax.device_put(jnp.zeros((4,), jnp.int32), sharding.batch_sharding(mesh, 1))
-  return mesh, [("train_step", step, (state, batch)), ("sampling_step", sample,
+  return mesh, [("train_step", step, (state, batch)), ("sampling_step", sample.fn,  # the jitted loop
                                                        (state["ema"], labels, jax.random.key(0)))]
 
 
