@@ -7,6 +7,7 @@ import numpy as np
 
 from gspn_jax import sampling
 from gspn_jax.checkpoint import Checkpointer, load_config
+from gspn_jax.transport import sampling as objective_sampling
 from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, split_model
 
 
@@ -51,6 +52,8 @@ def sample_run(workdir, *, step=None, class_labels=None, per_class=None, cfg_sca
   """Samples of a run with its stored sampling settings, each overridable.
 
   Returns (uint8 images (N, H, W, C), labels, the settings used)."""
+  stored = load_config(workdir)  # a flow run refuses DDPM samplers (and vice versa) before loading weights
+  objective_sampling.check_sampler(objective_sampling.objective_of(stored), sampler or stored.sample.sampler)
   config, graphdef, rest, ema, step = load_ema(workdir, step)
   decode = decoder_for(config, vae)
   s = config.sample
@@ -62,9 +65,10 @@ def sample_run(workdir, *, step=None, class_labels=None, per_class=None, cfg_sca
               "num_sampling_steps": str(num_sampling_steps or s.num_sampling_steps),
               "sampler": sampler or s.sampler, "seed": seed, "cfg_channels": s.cfg_channels}
   image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  sample_fn = sampling.make_sampler(
+  sample_fn = objective_sampling.make_sampler(
       graphdef, rest, image_shape=image_shape, num_classes=config.data.num_classes,
       num_sampling_steps=settings["num_sampling_steps"], sampler=settings["sampler"],
-      cfg_scale=settings["cfg_scale"], cfg_channels=s.cfg_channels, diffusion_steps=config.diffusion.steps)
+      cfg_scale=settings["cfg_scale"], cfg_channels=s.cfg_channels, diffusion_steps=config.diffusion.steps,
+      **objective_sampling.objective_kwargs(config))
   samples = sampling.sample_in_batches(sample_fn, ema, labels, jax.random.key(seed), batch_size)
   return sampling.to_uint8(decode(samples)), labels, settings
