@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from gspn_jax import sampling
+from gspn_jax.transport import sampling as objective_sampling
 
 
 def chunk_labels(seed, chunk, size, num_classes):
@@ -125,13 +126,17 @@ def main(argv=None):
   p.add_argument("--global-batch", type=int, default=256, help="samples per chunk, over all devices")
   p.add_argument("--cfg-scale", type=float, default=1.5)
   p.add_argument("--num-sampling-steps", default="250")
-  p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "euler", "heun", "dopri5", "sde"), default=None,
+                 help="default: ddpm, or a flow run's configured sampler")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
+  objective = objective_sampling.run_objective(args.workdir, args.ckpt)  # refuses a wrong sampler up front
+  args.sampler = args.sampler or objective["default_sampler"]
+  objective_sampling.check_sampler(objective["objective"], args.sampler)
   graphdef, rest, params, decode, image_shape, num_classes, cfg_channels = _model_from_args(args)
-  sample_fn = sampling.make_sampler(graphdef, rest, image_shape=image_shape, num_classes=num_classes,
-                                    num_sampling_steps=args.num_sampling_steps, sampler=args.sampler,
-                                    cfg_scale=args.cfg_scale, cfg_channels=cfg_channels)
+  sample_fn = objective_sampling.make_sampler(
+      graphdef, rest, image_shape=image_shape, num_classes=num_classes, num_sampling_steps=args.num_sampling_steps,
+      sampler=args.sampler, cfg_scale=args.cfg_scale, cfg_channels=cfg_channels, **objective["kwargs"])
   settings = {k: v for k, v in vars(args).items()}
   out = pathlib.Path(args.out)
   if jax.process_index() == 0:

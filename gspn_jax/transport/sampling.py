@@ -175,6 +175,20 @@ def flow_solver_kwargs(flow):
               guidance_interval=None if interval == (0.0, 1.0) else interval)
 
 
+def run_objective(workdir=None, ckpt=None):
+  """{"objective", "default_sampler", "kwargs" (make_sampler's)} of a training run, from its stored
+  config alone (no weights loaded); an official DiT checkpoint (no workdir) is a DDPM model."""
+  if workdir is None and ckpt is None:
+    return {"objective": "ddpm", "default_sampler": "ddpm", "kwargs": {"objective": "ddpm"}}
+  from gspn_jax.checkpoint import load_config
+  from gspn_jax.generate import resolve_checkpoint
+
+  config = load_config(resolve_checkpoint(workdir, ckpt)[0])
+  flow = objective_of(config) == "flow"
+  return {"objective": objective_of(config), "default_sampler": config.sample.sampler if flow else "ddpm",
+          "kwargs": objective_kwargs(config)}
+
+
 def objective_kwargs(config):
   """make_sampler's objective arguments for a run's config."""
   if objective_of(config) == "ddpm":
