@@ -195,4 +195,5 @@ def evaluate_digits(config, graphdef, rest, ema):
   labels = np.repeat(np.arange(config.data.num_classes), config.eval.samples_per_class)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
   samples = sampling.sample_in_batches(sample_fn, ema, labels, key, batch_size=500)
-  return digits_eval.evaluate_samples(samples, labels)
+  return {**digits_eval.evaluate_samples(samples, labels), "objective": objective_sampling.objective_of(config),
+          "sampler": config.sample.sampler, "sampling_steps": str(config.sample.num_sampling_steps)}
