@@ -132,3 +132,9 @@ def test_guidance_interval():
   x = jnp.zeros((2, 1, 1, 1))
   np.testing.assert_array_equal(fn(x, jnp.array([0.5, 0.5])), 2.0)  # uncond 0 + 2 (cond 1 - 0)
   np.testing.assert_array_equal(fn(x, jnp.array([0.1, 0.9])), 1.0)  # outside: the conditional output
+
+
+def test_dopri5_out_of_steps_returns_nan_not_a_short_solve():
+  out, _ = dopri5(lambda x, t: jnp.cos(30 * t)[:, None] * x, jnp.ones((2, 1)), 0.0, 1.0, atol=1e-9, rtol=1e-9,
+                  max_steps=3)
+  assert np.isnan(np.asarray(out)).all()

@@ -45,25 +45,24 @@ _B4 = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 /
 _E = _B - _B4
 
 
-def dopri5(drift, x, t0, t1, atol=1e-6, rtol=1e-3, max_steps=1000, first_step=None):
-  """Adaptive Dormand-Prince 5(4) from t0 to t1 (t1 > t0); the FSAL stage is reused."""
+def dopri5(drift, x, t0, t1, atol=1e-6, rtol=1e-3, max_steps=1000):
+  """Adaptive Dormand-Prince 5(4) from t0 to t1 (t1 > t0); the FSAL stage is reused. A solve
+  that has not reached t1 after max_steps attempted steps returns NaN, never a short state."""
   span = t1 - t0
   k0 = drift(x, _full(t0, x))
-  if first_step is None:  # Hairer, Norsett & Wanner's starting step, one extra evaluation
-    scale = atol + rtol * jnp.abs(x)
-    d0, d1 = _rms(x / scale), _rms(k0 / scale)
-    h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-    d2 = _rms((drift(x + h0 * k0, _full(t0 + h0, x)) - k0) / scale) / h0
-    h1 = jnp.where(jnp.maximum(d1, d2) <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
-                   (0.01 / jnp.maximum(d1, d2)) ** (1 / 5))
-    h, nfe = jnp.minimum(100 * h0, h1), 2
-  else:
-    h, nfe = jnp.asarray(first_step, jnp.float32), 1
-  h = jnp.minimum(h, span)
+  # Hairer, Norsett & Wanner's starting step, one extra evaluation.
+  scale = atol + rtol * jnp.abs(x)
+  d0, d1 = _rms(x / scale), _rms(k0 / scale)
+  h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+  d2 = _rms((drift(x + h0 * k0, _full(t0 + h0, x)) - k0) / scale) / h0
+  h1 = jnp.where(jnp.maximum(d1, d2) <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / jnp.maximum(d1, d2)) ** (1 / 5))
+  h = jnp.minimum(jnp.minimum(100 * h0, h1), span)
+
+  unfinished = lambda t: t < t1 - 1e-7 * abs(span)
 
   def cond(s):
     t, _, _, _, n, steps = s
-    return (t < t1 - 1e-7 * abs(span)) & (steps < max_steps)
+    return unfinished(t) & (steps < max_steps)
 
   def body(s):
     t, h, x, k0, n, steps = s
@@ -80,8 +79,8 @@ def dopri5(drift, x, t0, t1, atol=1e-6, rtol=1e-3, max_steps=1000, first_step=No
     pick = lambda a, b: jnp.where(accept, a, b)
     return (pick(t + h, t), h * factor, pick(x_new, x), pick(ks[6], k0), n + 6, steps + 1)
 
-  t, _, x, _, n, _ = jax.lax.while_loop(cond, body, (jnp.asarray(t0, jnp.float32), h, x, k0, nfe, 0))
-  return x, n
+  t, _, x, _, n, _ = jax.lax.while_loop(cond, body, (jnp.asarray(t0, jnp.float32), h, x, k0, 2, 0))
+  return jnp.where(unfinished(t), jnp.nan, x), n
 
 
 def _rms(x):

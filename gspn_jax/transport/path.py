@@ -31,7 +31,8 @@ class LinearPath:
   # ---- the SDE whose marginals are the path's (written with the score) -------------
 
   def drift(self, x, t):
-    """(f, g^2 / 2 form) of the forward SDE in SiT's parametrisation: returns (-f x, D)."""
+    """(-f, D) as SiT's compute_drift, with f = (alpha_t' / alpha_t) x and
+    D = (alpha_t' / alpha_t) sigma_t^2 - sigma_t sigma_t': the velocity is f + D * score."""
     t = expand_t_like_x(t, x)
     ratio = self.d_alpha_alpha_ratio(t)
     sigma_t, d_sigma_t = self.sigma(t)
