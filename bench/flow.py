@@ -2,7 +2,10 @@
 
   python -m bench.flow                   # demo-size models, 3,000 steps each; JSON, table, plot in bench/results/
   python -m bench.flow --smoke           # tiny models, a few steps (CI)
-  nice -n 10 python -m bench.flow --steps 1500 --eval-per-class 20 --nfe 4,10,20,50,250   # reduced budget
+  nice -n 10 python -m bench.flow --steps 1500 --eval-per-class 20 --nfe 4,10,20,50,250 --workdir runs/bench_flow
+
+With --workdir the models train (and resume) there and every finished evaluation is written
+to the JSON at once: the same command rerun after an interruption skips what is done.
 
 Each backbone is trained twice with the digits recipe (configs/digits.py) and equal steps:
 with DiT's diffusion (objective "ddpm") and with SiT's linear-path velocity objective
@@ -14,6 +17,8 @@ Euler-Maruyama SDE (SiT's default diffusion and last step); and judged like `mak
 """
 
 import argparse
+import functools
+import json
 import pathlib
 import sys
 import tempfile
@@ -22,7 +27,7 @@ import time
 import jax
 import numpy as np
 
-from bench.common import write_results
+from bench.common import RESULTS, device_name, write_results
 from configs import digits
 from gspn_jax import digits_eval, sampling, train
 from gspn_jax.train_state import build_model, split_model
@@ -56,25 +61,24 @@ def steps_for(sampler, nfe):
   return nfe
 
 
-def evaluate(config, state, workdir, nfes, per_class, classifier):
+def evaluate(config, state, nfes, per_class, classifier, done, save):
+  """Judges every (sampler, NFE) not in done; save(row) after each."""
   graphdef, _, rest = split_model(build_model(config))
   labels = np.repeat(np.arange(10), per_class)
-  rows = []
   for sampler in SAMPLERS[config.objective]:
     for nfe in nfes:
       steps = steps_for(sampler, nfe)
-      if steps is None:
+      if steps is None or (sampler, nfe) in done:
         continue
       fn = objective_sampling.make_sampler(
           graphdef, rest, sampler=sampler, image_shape=(8, 8, 1), num_classes=10, num_sampling_steps=str(steps),
           cfg_scale=config.sample.cfg_scale, cfg_channels=1, **objective_sampling.objective_kwargs(config))
       t = time.time()
       samples = sampling.sample_in_batches(fn, state["ema"], labels, jax.random.key(1), batch_size=len(labels))
-      report = digits_eval.evaluate_samples(samples, labels, classifier)
-      rows.append({"sampler": sampler, "nfe": nfe, "steps": steps, "sample_s": time.time() - t, **report})
-      print(config.model.name, config.objective, rows[-1]["sampler"], nfe, f"{report['conditional_accuracy']:.3f}",
+      report = digits_eval.evaluate_samples(samples, labels, classifier())
+      save({"sampler": sampler, "nfe": nfe, "steps": steps, "sample_s": time.time() - t, **report})
+      print(config.model.name, config.objective, sampler, nfe, f"{report['conditional_accuracy']:.3f}",
             f"{report['fid_samples_vs_test']:.1f}", file=sys.stderr)
-  return rows
 
 
 def plot(rows, path):
@@ -106,6 +110,7 @@ def main(argv=None):
   p.add_argument("--eval-per-class", type=int, default=50, help="judged samples per class (as make demo)")
   p.add_argument("--nfe", default="4,10,20,50,100,250", help="model evaluations per sample")
   p.add_argument("--models", default="GSPN,DiT")
+  p.add_argument("--workdir", default=None, help="train and resume here (default: a temporary directory)")
   p.add_argument("--out", default=None)
   args = p.parse_args(argv)
   nfes = [int(n) for n in args.nfe.split(",")]
@@ -115,19 +120,30 @@ def main(argv=None):
   steps, per_class = (3, 2) if args.smoke else (args.steps, args.eval_per_class)
   if args.smoke:
     nfes = [4]
-  classifier = digits_eval.train_classifier()
-  rows = []
+  name = "flow_smoke" if args.smoke else "flow"
+  path = pathlib.Path(args.out or RESULTS / f"{name}_{device_name().replace(':', '_')}.json")
+  rows = json.loads(path.read_text())["rows"] if args.workdir and path.exists() else []
+  rows = [r for r in rows if r["train_steps"] == steps and r["num_samples"] == 10 * per_class]
+  classifier = functools.cache(digits_eval.train_classifier)  # trained once, when first needed
+
+  def save(row):
+    rows.append(row)
+    tmp = write_results(name, {"rows": rows, "argv": sys.argv[1:]}, f"{path}.tmp")
+    tmp.replace(path)  # atomic: an interrupted write leaves the last complete file
+
   for label, (arch, kwargs) in models.items():
     for objective in SAMPLERS:
       config = config_for(arch, kwargs, objective, steps)
-      with tempfile.TemporaryDirectory() as workdir:
+      done = {(r["sampler"], r["nfe"]) for r in rows if (r["model"], r["objective"]) == (label, objective)}
+      if all((s, n) in done or steps_for(s, n) is None for s in SAMPLERS[objective] for n in nfes):
+        continue
+      with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(args.workdir or tmp) / f"{label}_{objective}"
         t = time.time()
-        state, _ = train.train_and_evaluate(config, workdir)
-        train_s = time.time() - t
-        for r in evaluate(config, state, workdir, nfes, per_class, classifier):
-          rows.append({"model": label, "objective": objective, "train_steps": steps, "batch": config.batch_size,
-                       "train_s": train_s, **r})
-  path = write_results("flow_smoke" if args.smoke else "flow", {"rows": rows, "argv": sys.argv[1:]}, args.out)
+        state, _ = train.train_and_evaluate(config, workdir)  # resumes from workdir's checkpoint
+        meta = {"model": label, "objective": objective, "train_steps": steps, "batch": config.batch_size,
+                "train_s": time.time() - t}
+        evaluate(config, state, nfes, per_class, classifier, done, lambda r: save({**meta, **r}))
   nfe_cols = sorted({r["nfe"] for r in rows})
   table = [f"| model | objective | sampler | {' | '.join(f'NFE {n}' for n in nfe_cols)} |",
            "|---|---|---|" + "---|" * len(nfe_cols)]
@@ -139,8 +155,8 @@ def main(argv=None):
   table.append(f"\nEach cell: conditional accuracy / classifier-feature FID (floor "
                f"{rows[0]['fid_train_vs_test_floor']:.1f}); {steps} training steps x batch 32, "
                f"{10 * per_class} judged samples, cfg 1.5.")
-  pathlib.Path(path).with_suffix(".md").write_text("\n".join(table) + "\n")
-  plot(rows, pathlib.Path(path).with_suffix(".png"))
+  path.with_suffix(".md").write_text("\n".join(table) + "\n")
+  plot(rows, path.with_suffix(".png"))
   print("\n".join(table))
   return path
 

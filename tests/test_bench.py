@@ -60,8 +60,10 @@ def test_quality_benchmark_smoke(tmp_path):
   assert all(Image.open(out.with_name(f"{out.stem}_{m}.png")).size[0] > 0 for m in ("GSPN-tiny", "DiT-tiny"))
 
 
-def test_flow_benchmark_smoke(tmp_path):
-  result, out = _run("bench.flow", tmp_path)
+def test_flow_benchmark_smoke_and_resume(tmp_path):
+  result, out = _run("bench.flow", tmp_path, "--workdir", str(tmp_path / "runs"))
+  run_ok(["-m", "bench.flow", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "runs")], timeout=900)
+  assert json.loads(out.read_text())["rows"] == result["rows"]  # all done: nothing trained or sampled again
   got = {(r["objective"], r["sampler"], r["nfe"], r["steps"]) for r in result["rows"]}
   assert got == {("ddpm", "ddpm", 4, 4), ("ddpm", "dpm++", 4, 4), ("flow", "euler", 4, 4), ("flow", "heun", 4, 2),
                  ("flow", "sde", 4, 4)}
