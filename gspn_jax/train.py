@@ -16,12 +16,12 @@ from flax import nnx
 from gspn_jax import config_lib, digits_eval, sampling, sharding
 from gspn_jax.checkpoint import Checkpointer, save_config, write_json_atomic
 from gspn_jax.data import create_train_iterator
-from gspn_jax.transport import create_objective
-from gspn_jax.transport import sampling as objective_sampling
 from gspn_jax.distributed import Preemption
 from gspn_jax.metric_writer import MetricWriter
 from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, make_optimizer,
                                   make_train_step, split_model)
+from gspn_jax.transport import create_objective
+from gspn_jax.transport import sampling as objective_sampling
 
 
 def train_and_evaluate(config, workdir):
