@@ -97,9 +97,10 @@ def validate(c):
     raise ValueError(f"config.optim.schedule={c.optim.schedule!r}; use one of {SCHEDULES}")
   if c.compute_dtype not in DTYPES:
     raise ValueError(f"config.compute_dtype={c.compute_dtype!r}; use one of {DTYPES}")
-  from gspn_jax.transport.sampling import check_sampler
+  from gspn_jax.transport.sampling import check_sampler, objective_kwargs
 
   check_sampler(c.objective, c.sample.sampler, flag="config.sample.sampler=")
+  objective_kwargs(c)  # a flow config's transport and sampler options, checked by building them
   if not 0 < c.sample.cfg_channels <= c.data.channels:
     raise ValueError(f"config.sample.cfg_channels={c.sample.cfg_channels} must be in 1..{c.data.channels} "
                      "(the model's epsilon channels)")

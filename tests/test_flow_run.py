@@ -50,6 +50,10 @@ def test_a_ddpm_run_refuses_flow_samplers_before_loading(tmp_path):
     generate.sample_run(tmp_path, sampler="heun")
   with pytest.raises(ValueError, match="config.sample.sampler"):
     config_lib.validate(tiny_flow_config(**{"sample.sampler": "ddim"}))
+  with pytest.raises(ValueError, match="prediction"):
+    config_lib.validate(tiny_flow_config(**{"transport.prediction": "x0"}))
+  with pytest.raises(ValueError, match="guidance_interval"):
+    config_lib.validate(tiny_flow_config(**{"sample.flow.guidance_interval": (0.8, 0.2)}))
 
 
 def test_dpm_solver_samples_a_ddpm_model_with_guidance():

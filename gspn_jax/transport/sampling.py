@@ -170,6 +170,10 @@ def flow_solver_kwargs(flow):
   if flow is None:
     return {}
   interval = tuple(flow.guidance_interval)
+  if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+    raise ValueError(f"config.sample.flow.guidance_interval={interval}: give (lo, hi) with 0 <= lo <= hi <= 1")
+  if flow.last_step not in ("", *LAST_STEPS[1:]):
+    raise ValueError(f"config.sample.flow.last_step={flow.last_step!r}; use one of {LAST_STEPS[1:]} or ''")
   return dict(atol=flow.atol, rtol=flow.rtol, diffusion_form=flow.diffusion_form, diffusion_norm=flow.diffusion_norm,
               last_step=flow.last_step or None, last_step_size=flow.last_step_size,
               guidance_interval=None if interval == (0.0, 1.0) else interval)
@@ -193,6 +197,7 @@ def objective_kwargs(config):
   """make_sampler's objective arguments for a run's config."""
   if objective_of(config) == "ddpm":
     return {"objective": "ddpm"}
+  flow_solver_kwargs(config.sample.flow)
   return {"objective": "flow", "transport": create_transport(config), "flow": config.sample.flow}
 
 
