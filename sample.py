@@ -27,7 +27,8 @@ def parse_args(argv=None):
                                               "official DiT checkpoint (.pt)")
   p.add_argument("--cfg-scale", type=float, default=None, help="guidance scale >= 1; 1 = no guidance")
   p.add_argument("--num-sampling-steps", default=None, help='respaced steps, at least 2: e.g. 250 or "ddim50"')
-  p.add_argument("--sampler", choices=("ddpm", "ddim"), default=None)
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "euler", "heun", "dopri5", "sde"), default=None,
+                 help="DDPM runs: ddpm|ddim|dpm++; flow runs: euler|heun|dopri5|sde (default: the config's)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--class-labels", default=None, help="comma-separated class indices (one grid column each)")
   p.add_argument("--per-class", type=int, default=None, help="samples per class (grid rows)")

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gspn_jax import errors, sampling, validation
 from gspn_jax.progress import Progress
+from gspn_jax.transport import sampling as objective_sampling
 
 
 def chunk_labels(seed, chunk, size, num_classes):
@@ -118,7 +119,8 @@ def parse_args(argv=None):
   p.add_argument("--global-batch", type=int, default=256, help="samples per chunk, over all devices")
   p.add_argument("--cfg-scale", type=float, default=1.5)
   p.add_argument("--num-sampling-steps", default="250")
-  p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "euler", "heun", "dopri5", "sde"), default=None,
+                 help="default: ddpm, or a flow run's configured sampler")
   p.add_argument("--seed", type=int, default=0)
   errors.add_verbosity_flag(p)
   return p.parse_args(argv)
@@ -128,11 +130,14 @@ def main(argv=None):
   args = parse_args(argv)
   errors.quiet_libraries(args.verbosity >= 1)
   with errors.one_line_errors(args.verbosity >= 1):
+    objective = objective_sampling.run_objective(args.workdir, args.ckpt)  # the run's config only, no weights
+    args.sampler = args.sampler or objective["default_sampler"]
+    objective_sampling.check_sampler(objective["objective"], args.sampler)
     settings = check_args(args)
     graphdef, rest, params, decode, image_shape, num_classes, cfg_channels = _model_from_args(args, settings["step"])
-    sample_fn = sampling.make_sampler(graphdef, rest, image_shape=image_shape, num_classes=num_classes,
-                                      num_sampling_steps=args.num_sampling_steps, sampler=args.sampler,
-                                      cfg_scale=args.cfg_scale, cfg_channels=cfg_channels)
+    sample_fn = objective_sampling.make_sampler(
+        graphdef, rest, image_shape=image_shape, num_classes=num_classes, num_sampling_steps=args.num_sampling_steps,
+        sampler=args.sampler, cfg_scale=args.cfg_scale, cfg_channels=cfg_channels, **objective["kwargs"])
     final = generate(sample_fn, params, decode, out=args.out, num_samples=args.num_samples,
                      global_batch=args.global_batch, num_classes=num_classes, seed=args.seed)
     print(f"wrote {final} ({args.num_samples} samples{_from(settings)})")

@@ -27,6 +27,18 @@ def base_config():
   c.compute_dtype = "float32"     # "bfloat16": bf16 compute, fp32 parameters and optimizer
   c.remat = False                 # rematerialise each block in the backward pass
 
+  c.objective = "ddpm"            # "ddpm" (DiT's diffusion) or "flow" (SiT's transport, c.transport)
+  c.transport = ml_collections.ConfigDict()
+  c.transport.path_type = "Linear"   # "Linear" (alpha_t = t, sigma_t = 1 - t) or "GVP"
+  c.transport.prediction = "velocity"  # "velocity", "noise", "score" or "data"
+  c.transport.loss_weight = ""       # noise/score: "" (none), "velocity" or "likelihood"
+  c.transport.train_eps = -1.0       # t kept this far from the ends; < 0: SiT's default for the prediction
+  c.transport.sample_eps = -1.0
+  c.transport.time_sampling = "uniform"  # or "logit_normal": t = sigmoid(N(logit_mean, logit_std^2))
+  c.transport.logit_mean = 0.0
+  c.transport.logit_std = 1.0
+  c.transport.cosine_weight = 0.0    # > 0: adds this times the velocity-direction term 1 - cos(v, u)
+
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.steps = 1000
   c.diffusion.schedule = "linear"
@@ -57,7 +69,16 @@ def base_config():
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_sampling_steps = "250"
-  c.sample.sampler = "ddpm"       # "ddpm" (ancestral) or "ddim" (eta = 0)
+  c.sample.sampler = "ddpm"       # ddpm objective: "ddpm" (ancestral), "ddim" (eta = 0), "dpm++" (DPM-Solver++ 2M);
+                                  # flow: "euler", "heun", "dopri5" (adaptive) or "sde" (Euler-Maruyama)
+  c.sample.flow = ml_collections.ConfigDict()  # flow samplers' options (SiT's defaults)
+  c.sample.flow.atol = 1e-6       # dopri5 tolerances
+  c.sample.flow.rtol = 1e-3
+  c.sample.flow.diffusion_form = "sigma"  # sde: w_t ("sigma", "SBDM", "constant", "linear", ...)
+  c.sample.flow.diffusion_norm = 1.0
+  c.sample.flow.last_step = "Mean"  # sde: "Mean", "Tweedie", "Euler" or "" (none)
+  c.sample.flow.last_step_size = 0.04
+  c.sample.flow.guidance_interval = (0.0, 1.0)  # guidance only for t in [lo, hi] (t = 1 is data)
   c.sample.cfg_scale = 1.5
   c.sample.cfg_channels = 3       # DiT's rule: guide the first 3 latent channels
   c.sample.vae = "stabilityai/sd-vae-ft-ema"  # latent configs: decoder folder or hub id
@@ -76,8 +97,10 @@ def validate(c):
     raise ValueError(f"config.optim.schedule={c.optim.schedule!r}; use one of {SCHEDULES}")
   if c.compute_dtype not in DTYPES:
     raise ValueError(f"config.compute_dtype={c.compute_dtype!r}; use one of {DTYPES}")
-  if c.sample.sampler not in ("ddpm", "ddim"):
-    raise ValueError(f"config.sample.sampler={c.sample.sampler!r}; use 'ddpm' or 'ddim'")
+  from gspn_jax.transport.sampling import check_sampler, objective_kwargs
+
+  check_sampler(c.objective, c.sample.sampler, flag="config.sample.sampler=")
+  objective_kwargs(c)  # a flow config's transport and sampler options, checked by building them
   if not 0 < c.sample.cfg_channels <= c.data.channels:
     raise ValueError(f"config.sample.cfg_channels={c.sample.cfg_channels} must be in 1..{c.data.channels} "
                      "(the model's epsilon channels)")

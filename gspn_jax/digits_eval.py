@@ -86,8 +86,9 @@ def evaluate_samples(samples, labels, classifier=None):
 
 
 def format_report(report, cfg_scale):
+  how = f"{report['objective']} model, {report['sampling_steps']}-step {report['sampler']}, " if "sampler" in report else ""
   return "\n".join([
-      f"digits quality (cfg {cfg_scale}, {report['num_samples']} samples vs {report['num_test']} held-out real):",
+      f"digits quality ({how}cfg {cfg_scale}, {report['num_samples']} samples vs {report['num_test']} held-out real):",
       f"  conditional accuracy            {100 * report['conditional_accuracy']:6.2f} %"
       f"   (judge's accuracy on held-out real digits: {100 * report['classifier_test_accuracy']:.2f} %)",
       f"  FID in classifier features      {report['fid_samples_vs_test']:8.3f}",

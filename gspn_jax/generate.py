@@ -8,6 +8,7 @@ import numpy as np
 from gspn_jax import sampling
 from gspn_jax.checkpoint import Checkpointer, latest_complete_step, load_config, step_dirs
 from gspn_jax.errors import UsageError
+from gspn_jax.transport import sampling as objective_sampling
 from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, split_model
 
 # DiT's sample.py: its default labels, and its --vae choices as hub ids.
@@ -93,6 +94,8 @@ def sample_run(workdir, *, step=None, class_labels=None, per_class=None, cfg_sca
   """Samples of a run with its stored sampling settings, each overridable.
 
   Returns (uint8 images (N, H, W, C), labels, the settings used)."""
+  stored = load_config(workdir)  # a flow run refuses DDPM samplers (and vice versa) before loading weights
+  objective_sampling.check_sampler(objective_sampling.objective_of(stored), sampler or stored.sample.sampler)
   config, graphdef, rest, ema, step = load_ema(workdir, step)
   decode = decoder_for(config, vae)
   s = config.sample
@@ -103,7 +106,7 @@ def sample_run(workdir, *, step=None, class_labels=None, per_class=None, cfg_sca
   labels = grid_labels(class_labels if class_labels is not None else s.grid_classes, per_class or s.grid_per_class,
                        config.data.num_classes)
   return _sample(graphdef, rest, ema, decode, image_shape, config.data.num_classes, labels, settings,
-                 config.diffusion.steps, batch_size)
+                 config.diffusion.steps, batch_size, objective_sampling.objective_kwargs(config))
 
 
 def sample_official_dit(path, *, model="DiT-XL/2", image_size=256, vae="ema", class_labels=None, per_class=1,
@@ -117,7 +120,8 @@ def sample_official_dit(path, *, model="DiT-XL/2", image_size=256, vae="ema", cl
   settings = {"ckpt": str(path), "model": model, "cfg_scale": cfg_scale, "num_sampling_steps": str(num_sampling_steps),
               "sampler": sampler, "seed": seed, "cfg_channels": 3}
   labels = grid_labels(class_labels if class_labels is not None else DIT_CLASS_LABELS, per_class, 1000)
-  return _sample(graphdef, rest, params, decode, image_shape, 1000, labels, settings, 1000, batch_size)
+  return _sample(graphdef, rest, params, decode, image_shape, 1000, labels, settings, 1000, batch_size,
+                 {"objective": "ddpm"})
 
 
 def grid_labels(classes, per_class, num_classes):
@@ -129,10 +133,11 @@ def grid_labels(classes, per_class, num_classes):
 
 
 def _sample(graphdef, rest, params, decode, image_shape, num_classes, labels, settings, diffusion_steps,
-            batch_size):
-  sample_fn = sampling.make_sampler(
+            batch_size, objective_kwargs):
+  sample_fn = objective_sampling.make_sampler(
       graphdef, rest, image_shape=image_shape, num_classes=num_classes,
       num_sampling_steps=settings["num_sampling_steps"], sampler=settings["sampler"],
-      cfg_scale=settings["cfg_scale"], cfg_channels=settings["cfg_channels"], diffusion_steps=diffusion_steps)
+      cfg_scale=settings["cfg_scale"], cfg_channels=settings["cfg_channels"], diffusion_steps=diffusion_steps,
+      **objective_kwargs)
   samples = sampling.sample_in_batches(sample_fn, params, labels, jax.random.key(settings["seed"]), batch_size)
   return sampling.to_uint8(decode(samples)), labels, settings

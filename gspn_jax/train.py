@@ -16,12 +16,13 @@ from flax import nnx
 from gspn_jax import config_lib, digits_eval, sampling, sharding, validation
 from gspn_jax.checkpoint import Checkpointer, save_config, warn, write_json_atomic
 from gspn_jax.data import create_train_iterator
-from gspn_jax.diffusion import create_diffusion
 from gspn_jax.distributed import Preemption
 from gspn_jax.errors import RunError, UsageError
 from gspn_jax.metric_writer import MetricWriter
 from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, make_optimizer,
                                   make_train_step, split_model)
+from gspn_jax.transport import create_objective
+from gspn_jax.transport import sampling as objective_sampling
 
 
 def train_and_evaluate(config, workdir):
@@ -47,9 +48,8 @@ def _train_and_evaluate(config, workdir, mesh, ckpt):
                                process_index=jax.process_index(), process_count=jax.process_count())
   steps_per_epoch = data.steps_per_epoch
 
-  # ---- Model, diffusion, optimizer ------------------------------------------------------
-  diffusion = create_diffusion("", noise_schedule=config.diffusion.schedule,
-                               diffusion_steps=config.diffusion.steps)
+  # ---- Model, objective (DDPM diffusion or flow transport), optimizer -----------------------
+  diffusion = create_objective(config)
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   tx = make_optimizer(config, lr_fn)
 
@@ -174,7 +174,7 @@ def _grid_sampler(config, graphdef, rest, writer):
   except (FileNotFoundError, ImportError, OSError) as e:
     writer.log(f"no sample grids: {e}")
     return None
-  return sampling.make_sampler(graphdef, rest, **sampler_kwargs(config)), decode
+  return objective_sampling.make_sampler(graphdef, rest, **sampler_kwargs(config)), decode
 
 
 def sampler_kwargs(config):
@@ -182,7 +182,7 @@ def sampler_kwargs(config):
   return dict(image_shape=(config.data.image_size, config.data.image_size, config.data.channels),
               num_classes=config.data.num_classes, num_sampling_steps=s.num_sampling_steps,
               sampler=s.sampler, cfg_scale=s.cfg_scale, cfg_channels=s.cfg_channels,
-              diffusion_steps=config.diffusion.steps)
+              diffusion_steps=config.diffusion.steps, **objective_sampling.objective_kwargs(config))
 
 
 def _write_grid(grid, ema, config, workdir, step, writer):
@@ -202,8 +202,9 @@ def _write_grid(grid, ema, config, workdir, step, writer):
 
 def evaluate_digits(config, graphdef, rest, ema):
   """Class-conditional samples of every class, judged by the digit classifier."""
-  sample_fn = sampling.make_sampler(graphdef, rest, **sampler_kwargs(config))
+  sample_fn = objective_sampling.make_sampler(graphdef, rest, **sampler_kwargs(config))
   labels = np.repeat(np.arange(config.data.num_classes), config.eval.samples_per_class)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
   samples = sampling.sample_in_batches(sample_fn, ema, labels, key, batch_size=500, desc="evaluation samples")
-  return digits_eval.evaluate_samples(samples, labels)
+  return {**digits_eval.evaluate_samples(samples, labels), "objective": objective_sampling.objective_of(config),
+          "sampler": config.sample.sampler, "sampling_steps": str(config.sample.num_sampling_steps)}

@@ -21,9 +21,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def build_model(config, rngs=None):
   """The configured model; sizes come from the data config (input size, channels, classes);
   options the model family does not take are left out (see validation.model_kwargs)."""
-  name, kwargs, _ = model_kwargs(config.model, dict(
-      input_size=config.data.image_size, in_channels=config.data.channels, num_classes=config.data.num_classes,
-      dtype=DTYPES[config.compute_dtype], remat=config.remat))
+  extra = dict(input_size=config.data.image_size, in_channels=config.data.channels,
+               num_classes=config.data.num_classes, dtype=DTYPES[config.compute_dtype], remat=config.remat)
+  if config.get("objective", "ddpm") == "flow":
+    extra["learn_sigma"] = False  # a flow model predicts one field: out channels = in channels
+  name, kwargs, _ = model_kwargs(config.model, extra)
   return create_model(name, rngs=rngs or nnx.Rngs(config.seed), **kwargs)
 
 
@@ -84,12 +86,13 @@ def accumulate_grads(loss_and_grads, params, batch, key, k):
 
 def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay, grad_accum_steps=1):
   """train_step(state, batch) -> (state, metrics); batch = {"image": NHWC, "label": (B,)};
+  diffusion: the objective (GaussianDiffusion or transport.Transport);
   grad_accum_steps micro-batches per optimizer update (see accumulate_grads)."""
 
   def loss_and_grads(params, batch, key):
     k_t, k_noise, k_model = jax.random.split(key, 3)
     x, y = batch["image"], batch["label"]
-    t = jax.random.randint(k_t, (x.shape[0],), 0, diffusion.num_timesteps)
+    t = diffusion.sample_timesteps(k_t, x.shape[0])
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params, rest)

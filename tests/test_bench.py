@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.cli import run_ok
@@ -75,6 +76,20 @@ def test_quality_benchmark_smoke(tmp_path):
   from PIL import Image
 
   assert all(Image.open(out.with_name(f"{out.stem}_{m}.png")).size[0] > 0 for m in ("GSPN-tiny", "DiT-tiny"))
+
+
+def test_flow_benchmark_smoke_and_resume(tmp_path):
+  result, out = _run("bench.flow", tmp_path, "--workdir", str(tmp_path / "runs"))
+  run_ok(["-m", "bench.flow", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "runs")], timeout=900)
+  assert json.loads(out.read_text())["rows"] == result["rows"]  # all done: nothing trained or sampled again
+  got = {(r["objective"], r["sampler"], r["nfe"], r["steps"]) for r in result["rows"]}
+  assert got == {("ddpm", "ddpm", 4, 4), ("ddpm", "dpm++", 4, 4), ("flow", "euler", 4, 4), ("flow", "heun", 4, 2),
+                 ("flow", "sde", 4, 4)}
+  assert all(0 <= r["conditional_accuracy"] <= 1 and np.isfinite(r["fid_samples_vs_test"]) for r in result["rows"])
+  assert out.with_suffix(".md").read_text().startswith("| model | objective | sampler | NFE 4 |")
+  from PIL import Image
+
+  assert Image.open(out.with_suffix(".png")).size[0] > 400
 
 
 @pytest.mark.parametrize("module", ["bench.kernel"])

@@ -133,6 +133,10 @@ class GaussianDiffusion:
 
   # ---- training -----------------------------------------------------------------------
 
+  def sample_timesteps(self, key, n):
+    """Training timesteps, uniform over the schedule (DiT)."""
+    return jax.random.randint(key, (n,), 0, self.num_timesteps)
+
   def _vb_terms_bpd(self, model_output, x_start, x_t, t, clip_denoised=False):
     """KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) in bits per dim; the decoder NLL at t = 0."""
     true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
