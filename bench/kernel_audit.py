@@ -64,9 +64,9 @@ def model_steps(compute_dtype):
   batch = sharding.global_batch({"image": jnp.zeros((c.batch_size, size, size, ch)),
                                  "label": jnp.zeros((c.batch_size,), jnp.int32)}, mesh)
   sample = make_sampler(graphdef, rest, image_shape=(size, size, ch), num_classes=c.data.num_classes,
-                        num_sampling_steps="2")
+                        num_sampling_steps="2", report_steps=False)
   labels = jax.device_put(jnp.zeros((4,), jnp.int32), sharding.batch_sharding(mesh, 1))
-  return mesh, [("train_step", step, (state, batch)), ("sampling_step", sample.fn,  # the jitted loop
+  return mesh, [("train_step", step, (state, batch)), ("sampling_step", sample.fn,
                                                        (state["ema"], labels, jax.random.key(0)))]
 
 

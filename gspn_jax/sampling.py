@@ -18,8 +18,10 @@ from gspn_jax.progress import Progress
 
 
 def make_sampler(graphdef, rest, *, image_shape, num_classes, num_sampling_steps="250", sampler="ddpm",
-                 cfg_scale=1.5, cfg_channels=3, diffusion_steps=1000):
-  """A Sampler: jitted sample(params, labels, key) -> (N, H, W, C) model-space samples."""
+                 cfg_scale=1.5, cfg_channels=3, diffusion_steps=1000, report_steps=True):
+  """A Sampler: jitted sample(params, labels, key) -> (N, H, W, C) model-space samples.
+  report_steps=False leaves out the host callback that drives the progress bar (a program
+  lowered for another platform than the host's cannot hold one)."""
   diffusion = create_diffusion(str(num_sampling_steps), diffusion_steps=diffusion_steps)
   use_cfg = cfg_scale > 1.0
   ticker = Sampler.Ticker()
@@ -35,7 +37,8 @@ def make_sampler(graphdef, rest, *, image_shape, num_classes, num_sampling_steps
       fn = lambda x, t, y: model.forward_with_cfg(x, t, y, cfg_scale, cfg_channels)
     else:
       y, fn = labels, lambda x, t, y: model(x, t, y)
-    fn = _ticking(fn, ticker.tick)
+    if report_steps:
+      fn = _ticking(fn, ticker.tick)
     loop = diffusion.p_sample_loop if sampler == "ddpm" else diffusion.ddim_sample_loop
     out = loop(fn, z.shape, k_loop, noise=z, model_kwargs={"y": y})
     return out[:n]
