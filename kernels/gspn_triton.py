@@ -87,6 +87,24 @@ def _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
+def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr, gates, has_up,
+                 has_dn, NORMALIZE: tl.constexpr):
+  """One step's input gradients from g = dL/dh and the raw gate gradients, stored; with
+  NORMALIZE through gate = sigmoid(logit) / sum of the existing neighbours' sigmoids."""
+  gl, gc, gr, sl, sc, sr, inv, act = gates
+  if NORMALIZE:
+    t = (dgl * gl + dgc * gc + dgr * gr) * act
+    dgl = (dgl - t * has_up) * inv * sl * (1.0 - sl)
+    dgc = (dgc - t) * inv * sc * (1.0 - sc)
+    dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
+  tl.store(dx_ptr + off, (lam * g).to(dx_ptr.dtype.element_ty), mask=mask)
+  tl.store(dlam_ptr + off, (x * g).to(dlam_ptr.dtype.element_ty), mask=mask)
+  tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
+  tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
+  tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
                     S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
                     STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
@@ -136,16 +154,8 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
     dgl = g * tl.gather(hp, idx_up, 0) * has_up
     dgc = g * hp
     dgr = g * tl.gather(hp, idx_dn, 0) * has_dn
-    if NORMALIZE:  # through gate = sigmoid(logit) / sum of the existing neighbours' sigmoids
-      t = (dgl * gl + dgc * gc + dgr * gr) * act
-      dgl = (dgl - t * has_up) * inv * sl * (1.0 - sl)
-      dgc = (dgc - t) * inv * sc * (1.0 - sc)
-      dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
-    tl.store(dx_ptr + off, (lam * g).to(dx_ptr.dtype.element_ty), mask=mask)
-    tl.store(dlam_ptr + off, (x * g).to(dlam_ptr.dtype.element_ty), mask=mask)
-    tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
-    tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
-    tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
+    _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr,
+                 (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
     # What step j's gates carry back to step j - 1: gc g[l] + gl[l+1] g[l+1] + gr[l-1] g[l-1].
     carry = gc * g + tl.gather(gl * g, idx_dn, 0) * has_dn + tl.gather(gr * g, idx_up, 0) * has_up
 
@@ -227,16 +237,8 @@ def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
       dgl = g * tl.load(h_ptr + prev_off - STRIDE_L, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
       dgc = g * tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
       dgr = g * tl.load(h_ptr + prev_off + STRIDE_L, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
-      if NORMALIZE:
-        t = (dgl * gl + dgc * gc + dgr * gr) * act
-        dgl = (dgl - t * has_up) * inv * sl * (1.0 - sl)
-        dgc = (dgc - t) * inv * sc * (1.0 - sc)
-        dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
-      tl.store(dx_ptr + off, (lam * g).to(dx_ptr.dtype.element_ty), mask=mask)
-      tl.store(dlam_ptr + off, (x * g).to(dlam_ptr.dtype.element_ty), mask=mask)
-      tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
-      tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
-      tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
+      _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr,
+                   (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
       # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
       tl.store(write + row, gc * g, mask=tile_mask)
       tl.store(write + ROW + row, gl * g, mask=tile_mask)
