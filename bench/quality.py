@@ -129,7 +129,8 @@ def run(label, arch, kwargs, lr, seed, steps, eval_per_class, sampling_steps, sm
   evals, sample = {}, make_sampler(graphdef, rest, config)
   for weights, cfg, variance in SAMPLINGS:
     fn = functools.partial(sample, cfg_scale=cfg, fixed_v={"learned": np.nan, "small": -1.0, "large": 1.0}[variance])
-    samples = sampling.sample_in_batches(fn, state[{"ema": "ema", "raw": "params"}[weights]], labels, key, 500)
+    params = state[{"ema": "ema", "raw": "params"}[weights]]
+    samples = sampling.sample_in_batches(fn, params, labels, key, batch_size=min(len(labels), 500))  # no padding
     r = digits_eval.evaluate_samples(samples, labels, judge)
     evals[f"{weights}_cfg{cfg:g}_{variance}"] = {"accuracy": r["conditional_accuracy"], "fid": r["fid_samples_vs_test"]}
   row = {"model": label, "lr": lr, "seed": seed, "steps": steps, "batch": config.batch_size,
