@@ -68,14 +68,24 @@ def test_data_benchmark_smoke(tmp_path):
   assert result["loader_headroom"] == result["loader_images_per_sec"] / result["demand_images_per_sec"]
 
 
-def test_quality_benchmark_smoke(tmp_path):
+def test_quality_benchmark_smoke_judges_every_setting_and_resumes(tmp_path):
   result, out = _run("bench.quality", tmp_path)
-  assert [r["model"] for r in result["rows"]] == ["GSPN-tiny", "DiT-tiny"]
-  assert all(0 <= r["conditional_accuracy"] <= 1 and r["steps"] == 4 for r in result["rows"])
+  rows = result["rows"]
+  assert [r["model"] for r in rows] == ["GSPN-tiny", "DiT-tiny"]
+  assert all(r["steps"] == 4 and r["train_flops_per_image"] > 0 for r in rows)
+  for r in rows:
+    assert set(r["evals"]) == {"ema_cfg1.5_learned", "raw_cfg1.5_learned", "ema_cfg1_learned", "ema_cfg1.5_small",
+                               "ema_cfg1.5_large"}
+    assert all(0 <= e["accuracy"] <= 1 and e["fid"] > 0 for e in r["evals"].values())
+    for terms in (r["heldout_loss_ema"], r["heldout_loss_raw"]):
+      assert terms["mse"] > 0 and terms["vb"] > 0 and abs(terms["mse"] + terms["vb"] - terms["loss"]) < 1e-5
   assert out.with_suffix(".md").read_text().startswith("| model |")
   from PIL import Image
 
-  assert all(Image.open(out.with_name(f"{out.stem}_{m}.png")).size[0] > 0 for m in ("GSPN-tiny", "DiT-tiny"))
+  for m in ("GSPN-tiny", "DiT-tiny"):
+    assert Image.open(out.with_name(f"{out.stem}_{m}_lr0.001_seed0.png")).size[0] > 0
+  _run("bench.quality", tmp_path)  # every run is already in the results: nothing is retrained
+  assert json.loads(out.read_text())["rows"] == rows
 
 
 def test_flow_benchmark_smoke_and_resume(tmp_path):
