@@ -6,6 +6,7 @@ EMA sample grids from process 0; stops cleanly on SIGTERM with a checkpoint; and
 digits default ends with the quality report.
 """
 
+import contextlib
 import pathlib
 import time
 
@@ -189,7 +190,9 @@ def _write_grid(grid, ema, config, workdir, step, writer):
   """Sampled on every process (the parameters span them all), written by process 0."""
   sample_fn, decode = grid
   labels = np.tile(np.asarray(config.sample.grid_classes), config.sample.grid_per_class)  # a class per column
-  with sample_fn.reporting(f"sample grid at step {step}"):
+  # DDPM/DDIM samplers report their steps; the flow and DPM-Solver++ loops have no bar
+  with (sample_fn.reporting(f"sample grid at step {step}") if isinstance(sample_fn, sampling.Sampler)
+        else contextlib.nullcontext()):
     samples = sampling.to_host(sample_fn(ema, jax.numpy.asarray(labels), jax.random.key(config.seed)))
   images = sampling.to_uint8(decode(samples))
   if jax.process_index() == 0:

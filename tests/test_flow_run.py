@@ -31,8 +31,8 @@ def test_flow_heads_have_no_learned_sigma(arch):
     assert nnx.eval_shape(lambda: build_model(c)).out_channels == channels
 
 
-def test_flow_run_trains_samples_and_refuses_ddpm_samplers(tmp_path):
-  train.train_and_evaluate(tiny_flow_config(num_steps=2, **TINY_DIT), tmp_path)  # its final grid: 3 Heun steps
+def test_flow_run_trains_samples_and_refuses_ddpm_samplers(tmp_path, capsys):
+  train.train_and_evaluate(tiny_flow_config(num_steps=2, sample_every=2, **TINY_DIT), tmp_path)  # grid: 3 Heun steps
   assert (tmp_path / "samples" / "step_00000002.png").exists()
   for sampler in ("sde",):  # each sampler's numerics: tests/test_transport.py
     images, labels, settings = generate.sample_run(tmp_path, sampler=sampler, num_sampling_steps="2",
@@ -40,8 +40,9 @@ def test_flow_run_trains_samples_and_refuses_ddpm_samplers(tmp_path):
     assert images.shape == (2, 8, 8, 1) and images.dtype == np.uint8 and settings["sampler"] == sampler
   with pytest.raises(ValueError, match="objective 'flow'; use --sampler euler"):
     generate.sample_run(tmp_path, sampler="ddpm")
-  with pytest.raises(ValueError, match="objective 'flow'"):
+  with pytest.raises(SystemExit) as exit_info:  # one line, exit code 2, before any weights are loaded
     fid_generate.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "fid"), "--sampler", "dpm++"])
+  assert exit_info.value.code == 2 and "objective 'flow'" in capsys.readouterr().err
 
 
 def test_a_ddpm_run_refuses_flow_samplers_before_loading(tmp_path):

@@ -32,7 +32,7 @@ def test_no_activation_is_ever_gathered(multidevice_report):
   assert dp["all_gathers"] == 0 and not dp["param_sharded"]  # data parallel: one gradient all-reduce
   assert fsdp["param_sharded"] and fsdp["all_gathers"] > 0
   for case in ("fsdp", "accum_fsdp", "dit_fsdp", "diffussm_fsdp"):  # FSDP gathers parameters, never activations
-    assert multidevice_report[case]["non_param_gathers"] == []
+    assert multidevice_report[case]["activation_gathers"] == []
 
 
 def test_the_kernel_wrapper_runs_per_shard_without_collectives(multidevice_report):
