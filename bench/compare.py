@@ -103,7 +103,7 @@ def main(argv=None):
     models = [("GSPN-tiny", "GSPN", dict(hidden_size=32, depth=2, patch_size=2)),
               ("DiT-tiny", "DiT", dict(hidden_size=32, depth=2, num_heads=2, patch_size=2)),
               ("DiffuSSM-tiny", "DiffuSSM", dict(hidden_size=32, depth=1, state_size=8))]
-    resolutions, batch, sample_batch, steps, dtype = (64, 128), 2, 2, 2, "float32"
+    resolutions, batch, sample_batch, steps, dtype = (32, 64), 2, 2, 2, "float32"
     sizes, channels, budget = (16, 32), 16, 10.0
   else:
     models = [("GSPN-XL/2", "GSPN-XL/2", {}), ("DiT-XL/2", "DiT-XL/2", {}), ("DiffuSSM-XL", "DiffuSSM-XL", {})]
