@@ -17,6 +17,10 @@ Choices where the paper's text leaves room (written here because they fix the re
 - Linear maps per layer: W^0 D^2, W^up M D^2, W^F and W^B 2 D^2, W^down 4 D^2 (M maps of
   2D x 2D/M), W^1 D^2, W^2 2 D^2, W^3 D^2: (11 + M) D^2, the paper's 9 D^2 + 2 M D^2 = 13 D^2
   at M = 2, the only M it uses (the two expressions differ at other M).
+- The other reading of the equations, M maps W^up_m of D x 2D (U 2D wide, half per direction)
+  and no W^F, W^B, gives 9 D^2 + 2 M D^2 at every M but runs every map at length J: 6.5 L D^2
+  per layer (XL: 256.2 G, 8.5 % under the paper's 280) against its stated 7.5 L D^2. The
+  reading kept here matches 7.5 L D^2 and lands nearer 280.
 - The residual stream lives at the shortened length J (the layer's input and output I, O
   are J x D): the input embedding maps the M channels-vectors of each group of M tokens to
   one D-vector and the final layer maps back, so only the dense parts see length J.
