@@ -54,10 +54,22 @@ def test_compare_benchmark_smoke_writes_json_and_plots(tmp_path):
 def test_flops_benchmark_smoke(tmp_path):
   result, _ = _run("bench.flops", tmp_path)
   rows = {r["model"]: r for r in result["rows"]}
-  ssm = rows["DiffuSSM"]
-  # XLA counts the linear maps plus the S4D kernels, FFTs and elementwise work.
-  assert ssm["linear_maps_gmacs"] < ssm["xla_gmacs"]
-  assert rows["DiT"]["xla_gmacs"] > 0
+  # The matrix products of one forward at batch 1, written out (64 px: an 8x8 latent, C 4, D 32, 2 layers).
+  d, c, depth, t_mlp = 32, 4, 2, 256 * 32 + 32 * 32
+  tokens = 16  # DiT: 2x2 patches
+  dit_block = 6 * d * d + 12 * tokens * d * d + 2 * tokens * tokens * d
+  dit = tokens * c * 4 * d + t_mlp + depth * dit_block + 2 * d * d + tokens * d * 4 * 2 * c
+  exact = lambda x: pytest.approx(x / 1e9, rel=1e-12)
+  assert rows["DiT"]["matmul_gmacs"] == exact(dit)
+  length, short, n = 64, 32, 8  # DiffuSSM: L = 64 tokens, J = 32, S4D N = 8 in each direction
+  kernels = depth * 2 * d * n * length
+  ssm_block = 3 * d * d + 7.5 * length * d * d
+  ssm = short * 2 * c * d + t_mlp + depth * ssm_block + kernels + 2 * d * d + short * d * 2 * 2 * c
+  assert rows["DiffuSSM"]["matmul_gmacs"] == exact(ssm)
+  assert rows["DiffuSSM"]["s4d_kernel_gmacs"] == exact(kernels)
+  assert rows["DiffuSSM"]["linear_maps_gmacs"] == exact(depth * 7.5 * length * d * d)
+  # XLA also counts the FFTs and the elementwise work.
+  assert rows["DiffuSSM"]["matmul_gmacs"] < rows["DiffuSSM"]["xla_gmacs"]
 
 
 def test_data_benchmark_smoke(tmp_path):
@@ -110,3 +122,13 @@ def test_gpu_benchmarks_refuse_without_a_gpu(module):
     pytest.skip("a GPU is present: the full benchmark would run")
   res = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=300)
   assert res.returncode != 0 and "--smoke" in res.stderr
+
+
+def test_implied_layer_maps_recovers_the_model_itself():
+  """Given totals equal to the model's own, the solve returns its maps: 11 D^2 at length J, 2 D^2 at L."""
+  from bench.flops import implied_layer_maps
+
+  row = {"params": 630_949_264, "paper_params": 630_949_264, "matmul_gmacs": 297.9, "paper_gmacs": 297.9}
+  implied = implied_layer_maps(row, width=1152, depth=29, length=1024)
+  assert implied["weights_d2"] == pytest.approx(13) and implied["macs_ld2"] == pytest.approx(7.5)
+  assert implied["at_short_length_d2"] == pytest.approx(11) and implied["at_full_length_d2"] == pytest.approx(2)

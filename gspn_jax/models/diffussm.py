@@ -17,6 +17,10 @@ Choices where the paper's text leaves room (written here because they fix the re
 - Linear maps per layer: W^0 D^2, W^up M D^2, W^F and W^B 2 D^2, W^down 4 D^2 (M maps of
   2D x 2D/M), W^1 D^2, W^2 2 D^2, W^3 D^2: (11 + M) D^2, the paper's 9 D^2 + 2 M D^2 = 13 D^2
   at M = 2, the only M it uses (the two expressions differ at other M).
+- The other reading of the equations, M maps W^up_m of D x 2D (U 2D wide, half per direction)
+  and no W^F, W^B, gives 9 D^2 + 2 M D^2 at every M but runs every map at length J: 6.5 L D^2
+  per layer (XL: 256.2 G, 8.5 % under the paper's 280) against its stated 7.5 L D^2. The
+  reading kept here matches 7.5 L D^2 and lands nearer 280.
 - The residual stream lives at the shortened length J (the layer's input and output I, O
   are J x D): the input embedding maps the M channels-vectors of each group of M tokens to
   one D-vector and the final layer maps back, so only the dense parts see length J.
@@ -25,6 +29,23 @@ Choices where the paper's text leaves room (written here because they fix the re
   adaLN-Zero shift, scale (of the layer-normalised input) and gate (of O) in every layer.
 - DiT's fixed 2-D sin-cos positional embedding is added on the J grid (H x W/M).
 - S4D with N = 32 complex modes per channel (S4D's default state size 64) in each direction.
+
+The paper's figures against this model (DiffuSSM-XL: D 1152, 29 layers, M 2, 256 px so L 1024),
+counted as DiT counts (`python -m bench.flops`: matrix-product multiply-adds of one forward at
+batch 1 and every parameter with the fixed positional embedding, which reproduce DiT-XL/2's
+118.6 G and 675,129,632 exactly):
+- The paper states 9 D^2 + 2 M D^2 = 13 D^2 of linear maps per layer, about 7.5 L D^2
+  multiply-adds per layer at M = 2, and 673M parameters and 280 GFLOPs in all.
+- This model: 630,949,264 parameters (-6.25 %) and 297.90 G multiply-adds (+6.4 %), of which
+  the linear maps 29 x 7.5 L D^2 = 295.57 G, the S4D kernels 2.19 G (once per batch).
+- The paper's totals contradict its per-layer figures: its own linear maps, 29 x 7.5 x 1024 x
+  1152^2 = 295.57 G, exceed its 280 G total by 5.6 %; and 29 x 13 D^2 = 500.3M leaves 172.7M
+  where DiT's adaLN-Zero (one residual branch: 3 D^2), its embedders and the S4D here account for
+  130.6M. Solved together for the linear maps, the two totals ask for 14.09 D^2 per layer, all
+  of it at the shortened length J (x + y = 14.09, x J + y L = 7.05 L: y = 0.00): one D^2 more
+  than 9 D^2 + 2 M D^2 and no map at full length, where 7.5 L D^2 needs one (13 J-rate D^2 give
+  6.5 L D^2). No equation of the paper describes such a map, so none is added: this model keeps
+  the stated per-layer figures, and the residuals above are the paper's inconsistency.
 """
 
 import functools
