@@ -42,6 +42,46 @@ def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
     assert r["sass_per_element_step"] is not None, r
 
 
+def _lowered_layer(merge, value_and_grad=True):
+  """A bf16 GSPN layer (gspn_core, impl='triton') lowered for an H100, at a tiny shape."""
+  import jax.numpy as jnp
+
+  from gspn_jax.ops import gspn_core
+  from kernels import audit
+
+  b, h, w, d, r = 2, 5, 5, 16, 2
+  avals = (jax.ShapeDtypeStruct((b, h, w, d), jnp.bfloat16), jax.ShapeDtypeStruct((b, h, w, r), jnp.bfloat16),
+           jax.ShapeDtypeStruct((r, 12 * d), jnp.float32), *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
+           jax.ShapeDtypeStruct((4,), jnp.float32))
+  layer = lambda *a: gspn_core(*a, chunk=2, merge=merge, impl="triton")
+  loss = lambda *a: jnp.sum(layer(*a).astype(jnp.float32))
+  fn = jax.value_and_grad(loss, argnums=range(7)) if value_and_grad else layer
+  return audit.lower_for_cuda(jax.jit(fn), *avals, compute_capability=90)
+
+
+def test_layer_kernels_read_the_projections_in_place():
+  from kernels import audit
+
+  lowered = _lowered_layer("aligned")
+  kernels = [c["kernel"] for c in audit.triton_calls(lowered)]
+  assert sorted(set(kernels)) == ["gspn_bwd_kernel", "gspn_core_fwd_acc_kernel", "gspn_core_fwd_kernel",
+                                  "gspn_fwd_kernel"] and len(kernels) == 12, kernels
+  assert audit.copied_operands(lowered) == []
+  # the released merge scans transposed copies of x from sliced gates: the check sees them
+  assert {op for _, _, op in audit.copied_operands(_lowered_layer("released"))} == {"stablehlo.concatenate",
+                                                                                    "stablehlo.slice"}
+
+
+def test_layer_forward_never_stores_h():
+  from kernels import audit
+
+  calls = audit.triton_calls(_lowered_layer("aligned", value_and_grad=False))
+  # four launches, each adding its group to the previous groups' sum: no per-direction h output
+  assert [c["kernel"] for c in calls] == ["gspn_core_fwd_kernel"] + ["gspn_core_fwd_acc_kernel"] * 3
+  assert all(len(c["result_shapes"]) == 1 for c in calls)
+  assert all(c["operand_shapes"][-1] == c["result_shapes"][0] for c in calls[1:])
+
+
 def test_the_replicated_warp_check_sees_a_line_copied_over_warps():
   from kernels import audit
 
