@@ -95,12 +95,14 @@ def predict(out=None):
   from bench import kernel_predict
 
   rows = []
-  for case in FULL:
+  for name, shape, _, chunk in FULL:  # one GSPN layer (four directions) at each shape
     for dtype in (jnp.float32, jnp.bfloat16):
-      rows.append(kernel_predict.predict_case(*case, dtype))
-      print(rows[-1], file=sys.stderr)
+      for version in ("v1", "v2"):
+        rows.append(kernel_predict.predict_case(name, shape, chunk, dtype, version))
+        print({k: v for k, v in rows[-1].items() if not k.startswith("kernels_")}, file=sys.stderr)
   path = write_results("kernel_predicted", {"predicted_for": "H100 (3.0 TB/s copy bandwidth, 132 SMs): PREDICTED, "
-                                            "not measured", "rows": rows}, out or "bench/results/kernel_predicted_h100.json")
+                                            "not measured", "unit": "one GSPN layer (gspn_core, four directions)",
+                                            "rows": rows}, out or "bench/results/kernel_predicted_h100.json")
   kernel_predict.plot(rows, path.with_suffix(".png"))
   print(f"wrote {path} and {path.with_suffix('.png')}")
   return path

@@ -3,9 +3,11 @@
   python -m bench.kernel_audit          # the benchmark matrix, cc 90 and 80: JSON in bench/results/
   python -m bench.kernel_audit --ci     # one shape per layout class + the model steps; JSON on stdout
 
-For each case the GSPN op's forward and backward (or a whole train / sampling step) are
-lowered for CUDA through jax-triton, and every Triton custom call's PTX is assembled:
-registers, spills, shared memory, SASS instructions per element-step, replicated warps.
+For each case one GSPN layer's forward and backward (gspn_core, four directions; or a
+whole train / sampling step) are lowered for CUDA through jax-triton, and every Triton
+custom call's PTX is assembled: registers, spills, shared memory, SASS instructions per
+element-step, replicated warps; gate_copies counts the kernel operands made by a slice,
+copy or transpose (kernels/audit.py).
 The model steps run on a simulated 2-device mesh, so their kernels are the per-shard
 path (jax.shard_map). Figures are compiler output, not GPU measurements.
 """
@@ -26,20 +28,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench.kernel import FULL  # noqa: E402
-from gspn_jax.ops import gspn_scan  # noqa: E402
+from bench.kernel_predict import layer_fn  # noqa: E402
 
 CI_CASES = ("xl2_256px_local", "layer_1k_local", "layer_4k_global")  # tile; rows, local and global
-
-
-def op_step(shape, directions, chunk, dtype):
-  """Forward and gradient of the op over `directions`, as a jitted fn and its avals."""
-
-  def loss(*a):
-    return sum(jnp.sum(gspn_scan(*a, direction=d, chunk=chunk, impl="triton", normalize=True).astype(jnp.float32))
-               for d in directions)
-
-  aval = jax.ShapeDtypeStruct(shape, dtype)
-  return jax.jit(jax.grad(loss, argnums=range(5))), (aval,) * 5
 
 
 def model_steps(compute_dtype):
@@ -83,9 +74,10 @@ def run(cases, dtypes, capabilities, with_models):
     for dtype in dtypes:
       for cc in capabilities:
         t = time.time()
-        fn, args = op_step(shape, directions[:2], chunk, dtype)
+        fn, args = layer_fn(shape, chunk, dtype)
         lowered = audit.lower_for_cuda(fn, *args, compute_capability=cc)
-        new = audit_lowered(lowered, case=name, shape=shape, chunk=chunk, dtype=jnp.dtype(dtype).name)
+        new = audit_lowered(lowered, case=name, shape=shape, chunk=chunk, dtype=jnp.dtype(dtype).name,
+                            gate_copies=len(audit.copied_operands(lowered)))
         rows += new
         print(f"{name} {jnp.dtype(dtype).name} sm_{cc}: {len(new)} kernels, {time.time() - t:.0f} s", file=sys.stderr)
   if with_models:

@@ -6,8 +6,10 @@ then one launch per channel group k reads its gl, gc, gr, lam, u, d in place fro
 gates in the prologue, scans in direction GROUP_DIRECTIONS[k] and stores
 acc + m[k] (u h + d x), acc the previous groups' sum (in x's dtype, as the reference
 sums), so h never reaches HBM. Backward: saves only (x, xp, w, m); per group it recomputes
-h with the plain forward kernel (same in-place reads), runs the adjoint kernel with
-dh = m[k] u dy, and gathers the group's six gradients for one dW and one dxp dot.
+h with the plain forward kernel (same in-place reads), then one adjoint kernel takes the
+layer's dy through the epilogue (dh = m[k] u dy) and writes dx (adding the previous
+groups'), the six projection gradients and dm's partial sums; XLA only runs the dW
+and dxp GEMMs on them.
 Each launch runs per device shard of a batch-sharded mesh (H and W are never split).
 """
 
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from kernels import gspn_layer_triton as core_kernels
 from kernels import gspn_triton, layout
 from kernels.launch import launch
 
@@ -58,7 +61,7 @@ def _forward(x, xp, w, m, chunk, compute_capability, interpret):
   p = _project(xp, w, x.dtype)
   y = None
   for k, direction in enumerate(GROUP_DIRECTIONS):
-    table = gspn_triton.CORE_FORWARD if y is None else gspn_triton.CORE_FORWARD_ACC
+    table = core_kernels.CORE_FORWARD if y is None else core_kernels.CORE_FORWARD_ACC
 
     def group(*arrays, table=table, k=k, direction=direction):
       shape = arrays[0].shape  # the shard's
@@ -75,40 +78,36 @@ def _fwd(x, xp, w, m, chunk, compute_capability, interpret):
   return _forward(x, xp, w, m, chunk, compute_capability, interpret), (x, xp, w, m)
 
 
-def _scan_and_adjoint(x, p, dh, k, direction, chunk, compute_capability, interpret):
-  """Group k's h (recomputed) and its adjoint's (dx, dgl, dgc, dgr, dlam)."""
-  meta, grid, num_warps = _geometry(x.shape, direction, chunk, k, _SCAN_OFFSETS)
+def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, interpret):
+  """Group k's h recomputed, then its adjoint through the epilogue: dx (plus acc, the
+  previous groups' dx), the six projection gradients, dm's per-program sums."""
+  meta, grid, num_warps = _geometry(x.shape, direction, chunk, k, (*_SCAN_OFFSETS, "OFF_U", "OFF_D"))
   opts = dict(interpret=interpret, compute_capability=compute_capability, NORMALIZE=True)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
-  (h,) = launch(gspn_triton.FORWARD, (x, p, p, p, p), [like], 1, meta, grid, num_warps, **opts)
-  return (h, *launch(gspn_triton.BACKWARD, (x, p, p, p, p, h, dh), [like] * 5, 3, meta, grid, num_warps, **opts))
+  scan_meta = {n: v for n, v in meta.items() if n not in ("OFF_U", "OFF_D")}
+  (h,) = launch(gspn_triton.FORWARD, (x, p, p, p, p), [like], 1, scan_meta, grid, num_warps, **opts)
+  table = core_kernels.CORE_BACKWARD if acc is None else core_kernels.CORE_BACKWARD_ACC
+  dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")
+  return launch(table, (x, p, p, p, p, p, p, m, h, dy, *([] if acc is None else [acc])), [like] * 7 + [dm], 3,
+                meta, grid, num_warps, GROUP=k, **opts)
 
 
 def _bwd(chunk, compute_capability, interpret, residuals, dy):
   x, xp, w, m = residuals
   d = x.shape[-1]
   p = _project(xp, w, x.dtype)
-  m = m.astype(x.dtype).astype(jnp.float32)
-  dy = dy.astype(jnp.float32)
-  x32 = x.astype(jnp.float32)
-  dx, dm, dws, dxp = 0, [], [], 0
+  dx, dm, dw, dxp = None, [], [[] for _ in range(6)], 0
   for k, direction in enumerate(GROUP_DIRECTIONS):
-    u, dd = (p[..., base + k * d:base + (k + 1) * d].astype(jnp.float32) for base in (16 * d, 20 * d))
-    dh = (m[k] * u * dy).astype(x.dtype)
-    h, gx, gl, gc, gr, glam = _sharded(
-        lambda x, p, dh, k=k, direction=direction: _scan_and_adjoint(x, p, dh, k, direction, chunk,
-                                                                     compute_capability, interpret), x, p, dh)
-    h = h.astype(jnp.float32)
-    dx = dx + gx.astype(jnp.float32) + m[k] * dy * dd
-    dm.append(jnp.sum(dy * (u * h + dd * x32)))
-    du, ddd = (m[k] * dy * h).astype(x.dtype), (m[k] * dy * x32).astype(x.dtype)
-    dproj = jnp.concatenate([gl, gc, gr, glam, du, ddd], axis=3)  # this group's 6 slices, (B, H, W, 6D)
-    wk = jnp.concatenate([w[:, b + k * d:b + (k + 1) * d] for b in range(0, 24 * d, 4 * d)], axis=1)
-    dws.append(jnp.einsum("bhwr,bhwc->rc", xp, dproj, preferred_element_type=jnp.float32))
-    dxp = dxp + jnp.dot(dproj, wk.astype(x.dtype).T, preferred_element_type=jnp.float32)
-  # dws[k] holds group k's columns of each of the six blocks: interleave back to w's layout.
-  dw = jnp.concatenate([dws[k][:, i * d:(i + 1) * d] for i in range(6) for k in range(4)], axis=1)
-  return dx.astype(x.dtype), dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack(dm)
+    fn = lambda *a, k=k, direction=direction: _group_backward(
+        *a[:4], a[4] if len(a) > 4 else None, k, direction, chunk, compute_capability, interpret)
+    dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
+    dm.append(jnp.sum(dmk))
+    for i, g in enumerate(dslices):  # gl, gc, gr, lam, u, d of group k: columns i*4D + k*D of w
+      dw[i].append(jnp.einsum("bhwr,bhwc->rc", xp, g, preferred_element_type=jnp.float32))
+      dxp = dxp + jnp.dot(g, w[:, (4 * i + k) * d:(4 * i + k + 1) * d].astype(x.dtype).T,
+                          preferred_element_type=jnp.float32)
+  dw = jnp.concatenate([g for block in dw for g in block], axis=1)
+  return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack(dm).astype(m.dtype)
 
 
 _core.defvjp(_fwd, _bwd)

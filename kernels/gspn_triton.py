@@ -23,7 +23,8 @@ x, h, dh and the gradients have C channels per pixel. gl, gc, gr and lambda are 
 place from wider arrays: pixel pitch PITCH, channel offsets OFF_GL, OFF_GC, OFF_GR,
 OFF_LAM (the projection outputs of a GSPN layer hold every group's gates side by side),
 so no channel slice is ever copied for a kernel. Separate C-channel arrays are PITCH = C
-with zero offsets.
+with zero offsets. The bodies (_fwd_tile, _bwd_tile, _fwd_rows, _bwd_rows) also serve a
+GSPN layer's kernels (gspn_layer_triton.py) through their EPILOGUE / CORE constexprs.
 """
 
 import triton
@@ -99,18 +100,40 @@ def _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
-def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr, gates, has_up,
+def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, dlam, dgl, dgc, dgr, gates, has_up,
                  has_dn, NORMALIZE: tl.constexpr):
-  """One step's input gradients from g = dL/dh and the raw gate gradients, stored; with
-  NORMALIZE through gate = sigmoid(logit) / sum of the existing neighbours' sigmoids."""
+  """One step's input gradients from the raw gate gradients, stored; with NORMALIZE
+  through gate = sigmoid(logit) / sum of the existing neighbours' sigmoids."""
   gl, gc, gr, sl, sc, sr, inv, act = gates
   if NORMALIZE:
     t = (dgl * gl + dgc * gc + dgr * gr) * act
     dgl = (dgl - t * has_up) * inv * sl * (1.0 - sl)
     dgc = (dgc - t) * inv * sc * (1.0 - sc)
     dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
-  tl.store(dx_ptr + off, (lam * g).to(dx_ptr.dtype.element_ty), mask=mask)
-  tl.store(dlam_ptr + off, (x * g).to(dlam_ptr.dtype.element_ty), mask=mask)
+  tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+  tl.store(dlam_ptr + off, dlam.to(dlam_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry, mk,
+               CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr):
+  """(g = dL/dh, dL/dx, dm's term) at one step. CORE: dh_ptr holds the layer output's
+  cotangent dy, so dL/dh = m u dy; stores du = m dy h and dd = m dy x, adds the direct
+  m d dy (and with ACC the previous groups' dx) to dx; dm's term is dy (u h + d x)."""
+  if CORE:
+    dy = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + (poff + OFF_U), mask=mask, other=0.0).to(tl.float32)
+    d = tl.load(d_ptr + (poff + OFF_D), mask=mask, other=0.0).to(tl.float32)
+    h = tl.load(h_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    g = mk * u * dy + carry
+    dx = lam * g + mk * d * dy
+    if ACC:
+      dx += tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    tl.store(du_ptr + off, (mk * dy * h).to(du_ptr.dtype.element_ty), mask=mask)
+    tl.store(dd_ptr + off, (mk * dy * x).to(dd_ptr.dtype.element_ty), mask=mask)
+    return g, dx, dy * (u * h + d * x)
+  g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
+  return g, lam * g, g  # the last is unused without CORE
   tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
   tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
   tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
@@ -174,46 +197,21 @@ def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
 
 
 @triton.jit
-def gspn_core_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, y_ptr,
-                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
-                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
-                         BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
-                         OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                         GROUP: tl.constexpr):
-  """A GSPN layer's first group: y = m[GROUP] (u h + d x), h never stored."""
-  _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, x_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S,
-            STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, False, OFF_U, OFF_D, GROUP)
-
-
-@triton.jit
-def gspn_core_fwd_acc_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr,
-                             S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-                             STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr,
-                             NSEG: tl.constexpr, REVERSE: tl.constexpr, NORMALIZE: tl.constexpr,
-                             BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
-                             OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                             OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
-  """The next groups: y = acc + m[GROUP] (u h + d x), acc the previous groups' sum."""
-  _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr, S, L, C, STRIDE_B,
-            STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, True, OFF_U, OFF_D, GROUP)
-
-
-@triton.jit
-def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
-                    dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr,
-                    S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-                    STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
-                    REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
-                    PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                    OFF_LAM: tl.constexpr):
-  """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients."""
+def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dh_ptr, acc_ptr,
+              dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr,
+              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+              STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
+              OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
+              CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+  """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients
+  (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr)."""
   seg = tl.program_id(0) % NSEG
   base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                              STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
+  mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
   carry = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # T[j+1]^T g[j+1]; zero past the segment end
+  dm = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)
   for jj in tl.range(0, CHUNK):
     j = CHUNK - 1 - jj
     mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
@@ -224,16 +222,35 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
       prev_off = off - STRIDE_S * C
     gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, has_up, has_dn, NORMALIZE,
                                               OFF_GL, OFF_GC, OFF_GR)
-    g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
+    g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry,
+                                mk, CORE, ACC, OFF_U, OFF_D)
+    if CORE:
+      dm += dm_step
     # h[j-1]; zero at the segment start
     hp = tl.load(h_ptr + prev_off, mask=tl.where(j > 0, mask, False), other=0.0).to(tl.float32)
     dgl = g * tl.gather(hp, idx_up, 0) * has_up
     dgc = g * hp
     dgr = g * tl.gather(hp, idx_dn, 0) * has_dn
-    _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr,
+    _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, x * g, dgl, dgc, dgr,
                  (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
     # What step j's gates carry back to step j - 1: gc g[l] + gl[l+1] g[l+1] + gr[l-1] g[l-1].
     carry = gc * g + tl.gather(gl * g, idx_dn, 0) * has_dn + tl.gather(gr * g, idx_up, 0) * has_up
+  if CORE:
+    tl.store(dm_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), tl.sum(tl.sum(dm, 1), 0))
+
+
+@triton.jit
+def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
+                    dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr,
+                    S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+                    STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+                    REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+                    PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
+                    OFF_LAM: tl.constexpr):
+  _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
+            dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, S, L, C, STRIDE_B, STRIDE_S,
+            STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
+            False, False, 0, 0, 0)
 
 
 @triton.jit
@@ -296,44 +313,20 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
 
 
 @triton.jit
-def gspn_core_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, y_ptr, state_ptr,
-                              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-                              STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr,
-                              NSEG: tl.constexpr, REVERSE: tl.constexpr, NORMALIZE: tl.constexpr,
-                              BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr,
-                              OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                              OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
-  _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, x_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B,
-            STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, False, OFF_U, OFF_D, GROUP)
-
-
-@triton.jit
-def gspn_core_fwd_acc_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr,
-                                  state_ptr, S: tl.constexpr, L: tl.constexpr, C: tl.constexpr,
-                                  STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr,
-                                  CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
-                                  NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
-                                  ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
-                                  OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr,
-                                  OFF_D: tl.constexpr, GROUP: tl.constexpr):
-  _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr, state_ptr, S, L, C,
-            STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL,
-            OFF_GC, OFF_GR, OFF_LAM, True, True, OFF_U, OFF_D, GROUP)
-
-
-@triton.jit
-def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
-                         dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, state_ptr,
-                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
-                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
-                         BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
-                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
-  """The adjoint as in gspn_bwd_kernel; step j + 1 leaves gc g, gl g, gr g in three state rows."""
+def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dh_ptr, acc_ptr,
+              dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr,
+              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+              STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
+              PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
+              OFF_LAM: tl.constexpr, CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
+              GROUP: tl.constexpr):
+  """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows."""
   seg = tl.program_id(0) % NSEG
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (6 * ROW)
+  mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
+  dm = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)
   for jj in tl.range(0, CHUNK):
     j = CHUNK - 1 - jj
     read = state + ((jj + 1) % 2) * (3 * ROW)
@@ -355,22 +348,38 @@ def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
       carry = (tl.load(read + row, mask=nxt, other=0.0)
                + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
                + tl.load(read + 2 * ROW + row - BLOCK_C, mask=tl.where(up, nxt, False), other=0.0))
-      g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
+      g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam,
+                                  carry, mk, CORE, ACC, OFF_U, OFF_D)
+      if CORE:
+        dm += dm_step
       first = tl.where(j > 0, mask, False)  # h[j-1] is zero at the segment start
       dgl = g * tl.load(h_ptr + prev_off - STRIDE_L * C, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
       dgc = g * tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
       dgr = g * tl.load(h_ptr + prev_off + STRIDE_L * C, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
-      _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr,
+      _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, x * g, dgl, dgc, dgr,
                    (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
       # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
       tl.store(write + row, gc * g, mask=tile_mask)
       tl.store(write + ROW + row, gl * g, mask=tile_mask)
       tl.store(write + 2 * ROW + row, gr * g, mask=tile_mask)
     tl.debug_barrier()
+  if CORE:
+    tl.store(dm_ptr + program, tl.sum(tl.sum(dm, 1), 0))
+
+
+@triton.jit
+def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
+                         dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, state_ptr,
+                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
+                         BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
+                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
+  _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
+            dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, state_ptr, S, L, C, STRIDE_B,
+            STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
+            OFF_LAM, False, False, 0, 0, 0)
 
 
 FORWARD = {"tile": gspn_fwd_kernel, "rows": gspn_fwd_rows_kernel}
-# a GSPN layer's groups with the u h + d x epilogue and merge weight: the first, then accumulating
-CORE_FORWARD = {"tile": gspn_core_fwd_kernel, "rows": gspn_core_fwd_rows_kernel}
-CORE_FORWARD_ACC = {"tile": gspn_core_fwd_acc_kernel, "rows": gspn_core_fwd_acc_rows_kernel}
 BACKWARD = {"tile": gspn_bwd_kernel, "rows": gspn_bwd_rows_kernel}

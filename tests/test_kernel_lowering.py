@@ -23,8 +23,9 @@ def report():
 def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
   seen = {(r["case"], r["dtype"], r["compute_capability"], r["kernel"]) for r in report if "mesh_devices" in r}
   for dtype, cc in (("float32", 90), ("bfloat16", 80)):  # the H100 and the A100
-    assert {("train_step", dtype, cc, "gspn_fwd_kernel"), ("train_step", dtype, cc, "gspn_bwd_kernel")} <= seen
-  assert ("sampling_step", "bfloat16", 90, "gspn_fwd_kernel") in seen
+    assert {("train_step", dtype, cc, k) for k in ("gspn_core_fwd_kernel", "gspn_core_fwd_acc_kernel",
+                                                   "gspn_fwd_kernel", "gspn_core_bwd_acc_kernel")} <= seen
+  assert ("sampling_step", "bfloat16", 90, "gspn_core_fwd_acc_kernel") in seen
   for r in report:
     if "mesh_devices" in r:  # the kernels see one device's half of the batch (tiny_config: 16 images, 4 sampled)
       batch = int(r["operand_shapes"][0].split("<")[1].split("x")[0])
@@ -34,9 +35,11 @@ def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
 
 def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
   bench = [r for r in report if "mesh_devices" not in r]
-  assert {r["kernel"] for r in bench} == {"gspn_fwd_kernel", "gspn_bwd_kernel", "gspn_fwd_rows_kernel",
-                                          "gspn_bwd_rows_kernel"}  # one shape per layout class
+  kernels = {f"gspn_{k}{layout}_kernel" for k in ("core_fwd", "core_fwd_acc", "fwd", "core_bwd", "core_bwd_acc")
+             for layout in ("", "_rows")}
+  assert {r["kernel"] for r in bench} == kernels  # a GSPN layer at one shape per layout class
   for r in bench:
+    assert r["gate_copies"] == 0, r
     assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, r
     assert r["replicated_warps"] == [], r
     assert r["sass_per_element_step"] is not None, r
@@ -64,8 +67,9 @@ def test_layer_kernels_read_the_projections_in_place():
 
   lowered = _lowered_layer("aligned")
   kernels = [c["kernel"] for c in audit.triton_calls(lowered)]
-  assert sorted(set(kernels)) == ["gspn_bwd_kernel", "gspn_core_fwd_acc_kernel", "gspn_core_fwd_kernel",
-                                  "gspn_fwd_kernel"] and len(kernels) == 12, kernels
+  # forward: 4 fused groups; backward: per group the recomputed h and the fused adjoint
+  assert sorted(set(kernels)) == ["gspn_core_bwd_acc_kernel", "gspn_core_bwd_kernel", "gspn_core_fwd_acc_kernel",
+                                  "gspn_core_fwd_kernel", "gspn_fwd_kernel"] and len(kernels) == 12, kernels
   assert audit.copied_operands(lowered) == []
   # the released merge scans transposed copies of x from sliced gates: the check sees them
   assert {op for _, _, op in audit.copied_operands(_lowered_layer("released"))} == {"stablehlo.concatenate",
