@@ -1,6 +1,7 @@
 """The kernels as the GPU would run them, compiled on any machine (kernels/audit.py).
 
   python -m bench.kernel_audit          # the benchmark matrix, cc 90 and 80: JSON in bench/results/
+  python -m bench.kernel_audit --capabilities 90 --dtypes bfloat16   # a part of it
   python -m bench.kernel_audit --ci     # one shape per layout class + the model steps; JSON on stdout
 
 For each case one GSPN layer's forward and backward (gspn_core, four directions; or a
@@ -70,7 +71,7 @@ def audit_lowered(lowered, **info):
 
 def run(cases, dtypes, capabilities, with_models):
   rows = []
-  for name, shape, directions, chunk in cases:
+  for name, shape, chunk in cases:
     for dtype in dtypes:
       for cc in capabilities:
         t = time.time()
@@ -98,7 +99,9 @@ def run(cases, dtypes, capabilities, with_models):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--ci", action="store_true", help="one shape per layout class and the model steps; JSON on stdout")
-  p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_audit_sm90_sm80.json)")
+  p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_audit_sm<cc>[_sm<cc>].json)")
+  p.add_argument("--capabilities", type=int, nargs="+", default=[90, 80], help="compute capabilities")
+  p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
   args = p.parse_args(argv)
   if args.ci:
     cases = [c for c in FULL if c[0] in CI_CASES]
@@ -108,10 +111,12 @@ def main(argv=None):
 
   from bench.common import write_results
 
-  rows = run(FULL, (jnp.float32, jnp.bfloat16), (90, 80), with_models=True)
-  path = write_results("kernel_audit", {"compiled_for": "sm_90a and sm_80 on a CPU host (compiler output, not run)",
+  rows = run(FULL, [jnp.dtype(d) for d in args.dtypes], args.capabilities, with_models=True)
+  archs = "_".join(f"sm{cc}" for cc in args.capabilities)
+  path = write_results("kernel_audit", {"compiled_for": f"{' and '.join(f'sm_{cc}' for cc in args.capabilities)} "
+                                        f"({', '.join(args.dtypes)}) on a CPU host (compiler output, not run)",
                                         "triton": triton.__version__, "rows": rows},
-                       args.out or "bench/results/kernel_audit_sm90_sm80.json")
+                       args.out or f"bench/results/kernel_audit_{archs}.json")
   print(f"wrote {path}")
   return path
 

@@ -112,6 +112,9 @@ def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, dla
     dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
   tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
   tl.store(dlam_ptr + off, dlam.to(dlam_ptr.dtype.element_ty), mask=mask)
+  tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
+  tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
+  tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -134,9 +137,6 @@ def _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, 
     return g, dx, dy * (u * h + d * x)
   g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
   return g, lam * g, g  # the last is unused without CORE
-  tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
-  tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
-  tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
