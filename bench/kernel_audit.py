@@ -3,6 +3,7 @@
   python -m bench.kernel_audit          # the benchmark matrix, cc 90 and 80: JSON in bench/results/
   python -m bench.kernel_audit --capabilities 90 --dtypes bfloat16   # a part of it
   python -m bench.kernel_audit --ci     # one shape per layout class + the model steps; JSON on stdout
+                                        # (or in --out)
 
 For each case one GSPN layer's forward and backward (gspn_core, four directions; or a
 whole train / sampling step) are lowered for CUDA through jax-triton, and every Triton
@@ -103,18 +104,22 @@ def main(argv=None):
   p.add_argument("--capabilities", type=int, nargs="+", default=[90, 80], help="compute capabilities")
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
   args = p.parse_args(argv)
-  if args.ci:
-    cases = [c for c in FULL if c[0] in CI_CASES]
-    json.dump(run(cases, (jnp.bfloat16,), (90,), with_models=True), sys.stdout)
-    return None
   import triton
 
   from bench.common import write_results
 
-  rows = run(FULL, [jnp.dtype(d) for d in args.dtypes], args.capabilities, with_models=True)
+  if args.ci:
+    rows = run([c for c in FULL if c[0] in CI_CASES], (jnp.bfloat16,), (90,), with_models=True)
+    if args.out is None:
+      json.dump(rows, sys.stdout)
+      return None
+    what = ("the CI subset: one shape per layout class in bf16 for sm_90, the model steps (train fp32 sm_90, "
+            "train bf16 sm_80, sampling bf16 sm_90)")
+  else:
+    rows = run(FULL, [jnp.dtype(d) for d in args.dtypes], args.capabilities, with_models=True)
+    what = f"{' and '.join(f'sm_{cc}' for cc in args.capabilities)} ({', '.join(args.dtypes)})"
   archs = "_".join(f"sm{cc}" for cc in args.capabilities)
-  path = write_results("kernel_audit", {"compiled_for": f"{' and '.join(f'sm_{cc}' for cc in args.capabilities)} "
-                                        f"({', '.join(args.dtypes)}) on a CPU host (compiler output, not run)",
+  path = write_results("kernel_audit", {"compiled_for": f"{what} on a CPU host (compiler output, not run)",
                                         "triton": triton.__version__, "rows": rows},
                        args.out or f"bench/results/kernel_audit_{archs}.json")
   print(f"wrote {path}")
