@@ -29,7 +29,7 @@ FULL = [
     *[(f"layer_{n}k_{mode}", (1, 1024 * n, 1024 * n, 8), chunk)
       for n in (1, 2, 4) for mode, chunk in (("global", None), ("local", 2))],
 ]
-SMOKE = [("smoke_local", (2, 8, 8, 16), 2), ("smoke_global", (2, 8, 8, 16), None)]
+SMOKE = [("smoke_local", (2, 8, 8, 16), 2)]  # one layer: its compiles are the cost
 
 
 def case_fns(shape, chunk, impl, dtype):
