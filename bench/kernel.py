@@ -1,14 +1,16 @@
-"""GSPN scan: Triton kernel vs the XLA reference, against the device's copy bandwidth.
+"""A GSPN layer: the Triton kernels vs the XLA path, against the device's copy bandwidth.
 
   python -m bench.kernel             # on a GPU: the full table, JSON in bench/results/
-  python -m bench.kernel --smoke     # anywhere: tiny shapes, the XLA reference only
+  python -m bench.kernel --smoke     # anywhere: tiny shapes, the XLA path only
   python -m bench.kernel --predict   # anywhere: the H100 performance model (bench/kernel_predict.py)
 
-Cases: the GSPN-XL/2 training shape at 256 px (B=32, 16x16, C=1500, four directions) and
-512 px (32x32); one high-resolution layer (1K^2, 2K^2, 4K^2 with C=8), global and local
-(chunk 2). For each: forward and forward+backward, fp32 and bf16, time, effective bytes/s
-(forward 5 reads + 1 write, backward 7 reads + 5 writes per element and direction) as a
-fraction of the measured copy bandwidth, and the speed-up over XLA.
+Cases: one GSPN layer (gspn_core, merge="aligned": four directions, R = D/16) at the
+GSPN-XL/2 training shape at 256 px (B=32, 16x16, D=1500) and 512 px (32x32), and at one
+high-resolution map (1K^2, 2K^2, 4K^2 with D=8), global and local (chunk 2). For each:
+forward and forward+backward, fp32 and bf16, time, the minimum bytes of the layer's
+scan part (forward 26 N, forward + backward 76 N, N = B*H*W*D elements:
+bench/kernel_predict.py) per second as a fraction of the measured copy bandwidth, and the
+speed-up over XLA.
 """
 
 import argparse
@@ -18,42 +20,42 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import copy_bandwidth, time_fn, write_results
-from gspn_jax.ops import gspn_scan
 
 FULL = [
-    ("xl2_256px_local", (32, 16, 16, 1500), ("lr", "tb", "rl", "bt"), 2),
-    ("xl2_256px_global", (32, 16, 16, 1500), ("lr", "tb", "rl", "bt"), None),
-    ("xl2_512px_local", (32, 32, 32, 1500), ("lr", "tb", "rl", "bt"), 2),
-    ("xl2_512px_global", (32, 32, 32, 1500), ("lr", "tb", "rl", "bt"), None),
-    *[(f"layer_{n}k_{mode}", (1, 1024 * n, 1024 * n, 8), ("lr",), chunk)
+    ("xl2_256px_local", (32, 16, 16, 1500), 2),
+    ("xl2_256px_global", (32, 16, 16, 1500), None),
+    ("xl2_512px_local", (32, 32, 32, 1500), 2),
+    ("xl2_512px_global", (32, 32, 32, 1500), None),
+    *[(f"layer_{n}k_{mode}", (1, 1024 * n, 1024 * n, 8), chunk)
       for n in (1, 2, 4) for mode, chunk in (("global", None), ("local", 2))],
 ]
-SMOKE = [("smoke_local", (2, 8, 8, 16), ("lr", "tb"), 2), ("smoke_global", (2, 8, 8, 16), ("rl",), None)]
+SMOKE = [("smoke_local", (2, 8, 8, 16), 2)]  # one layer: its compiles are the cost
 
 
-def case_fns(shape, directions, chunk, impl, dtype):
-  keys = jax.random.split(jax.random.key(0), 5)
-  args = [jax.random.normal(k, shape, dtype) for k in keys]
+def case_fns(shape, chunk, impl, dtype):
+  from gspn_jax.ops import gspn_core
 
-  def fwd(*a):
-    return [gspn_scan(*a, direction=d, chunk=chunk, impl=impl, normalize=True) for d in directions]
-
-  def fwd_bwd(*a):
-    return jax.grad(lambda *a: sum(jnp.sum(h.astype(jnp.float32)) for h in fwd(*a)), argnums=range(5))(*a)
-
-  return args, jax.jit(fwd), jax.jit(fwd_bwd)
+  b, h, w, d = shape
+  r = max(1, d // 16)
+  keys = jax.random.split(jax.random.key(0), 7)
+  args = [jax.random.normal(keys[0], shape, dtype), jax.random.normal(keys[1], (b, h, w, r), dtype),
+          *(jax.random.normal(k, (r, n * d)) / r ** 0.5 for k, n in zip(keys[2:6], (12, 4, 4, 4))),
+          jax.random.normal(keys[6], (4,))]
+  layer = lambda *a: gspn_core(*a, chunk=chunk, merge="aligned", impl=impl)
+  loss = lambda *a: jnp.sum(layer(*a).astype(jnp.float32))
+  return args, jax.jit(layer), jax.jit(jax.value_and_grad(loss, argnums=range(7)))
 
 
 def run(cases, impls, dtypes, bandwidth):
   rows = []
-  for name, shape, directions, chunk in cases:
-    n = shape[0] * shape[1] * shape[2] * shape[3] * len(directions)
+  for name, shape, chunk in cases:
+    n = shape[0] * shape[1] * shape[2] * shape[3]
     for dtype in dtypes:
       size = jnp.dtype(dtype).itemsize
-      row = {"case": name, "shape": shape, "directions": len(directions), "chunk": chunk, "dtype": jnp.dtype(dtype).name}
+      row = {"case": name, "shape": shape, "chunk": chunk, "dtype": jnp.dtype(dtype).name}
       for impl in impls:
-        args, fwd, fwd_bwd = case_fns(shape, directions, chunk, impl, dtype)
-        for what, fn, bytes_moved in (("fwd", fwd, 6 * n * size), ("fwd_bwd", fwd_bwd, 18 * n * size)):
+        args, fwd, fwd_bwd = case_fns(shape, chunk, impl, dtype)
+        for what, fn, bytes_moved in (("fwd", fwd, 26 * n * size), ("fwd_bwd", fwd_bwd, 76 * n * size)):
           try:
             t = time_fn(fn, *args)
           except Exception as e:  # e.g. the reference running out of memory at 4K^2
@@ -74,11 +76,13 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true", help="tiny shapes, XLA reference only (runs on a CPU)")
   p.add_argument("--predict", action="store_true", help="predicted H100 figures from the compiled program (no GPU)")
   p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_<device>.json)")
+  p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                 help="with --predict: the dtypes modelled")
   args = p.parse_args(argv)
   from kernels import INSTALL_HINT, available
 
   if args.predict:
-    return predict(args.out)
+    return predict(args.out, [jnp.dtype(d) for d in args.dtypes])
   if not args.smoke and not available():
     raise SystemExit(f"bench.kernel needs a CUDA GPU with jax-triton ({INSTALL_HINT}); "
                      "use --smoke for the CPU smoke test or --predict for the performance model")
@@ -91,16 +95,18 @@ def main(argv=None):
   return path
 
 
-def predict(out=None):
+def predict(out=None, dtypes=(jnp.float32, jnp.bfloat16)):
   from bench import kernel_predict
 
   rows = []
-  for case in FULL:
-    for dtype in (jnp.float32, jnp.bfloat16):
-      rows.append(kernel_predict.predict_case(*case, dtype))
-      print(rows[-1], file=sys.stderr)
+  for name, shape, chunk in FULL:  # one GSPN layer (four directions) at each shape
+    for dtype in dtypes:
+      for version in ("v1", "v2"):
+        rows.append(kernel_predict.predict_case(name, shape, chunk, dtype, version))
+        print({k: v for k, v in rows[-1].items() if not k.startswith("kernels_")}, file=sys.stderr)
   path = write_results("kernel_predicted", {"predicted_for": "H100 (3.0 TB/s copy bandwidth, 132 SMs): PREDICTED, "
-                                            "not measured", "rows": rows}, out or "bench/results/kernel_predicted_h100.json")
+                                            "not measured", "unit": "one GSPN layer (gspn_core, four directions)",
+                                            "rows": rows}, out or "bench/results/kernel_predicted_h100.json")
   kernel_predict.plot(rows, path.with_suffix(".png"))
   print(f"wrote {path} and {path.with_suffix('.png')}")
   return path

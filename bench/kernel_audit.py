@@ -1,11 +1,15 @@
 """The kernels as the GPU would run them, compiled on any machine (kernels/audit.py).
 
   python -m bench.kernel_audit          # the benchmark matrix, cc 90 and 80: JSON in bench/results/
+  python -m bench.kernel_audit --capabilities 90 --dtypes bfloat16   # a part of it
   python -m bench.kernel_audit --ci     # one shape per layout class + the model steps; JSON on stdout
+                                        # (or in --out)
 
-For each case the GSPN op's forward and backward (or a whole train / sampling step) are
-lowered for CUDA through jax-triton, and every Triton custom call's PTX is assembled:
-registers, spills, shared memory, SASS instructions per element-step, replicated warps.
+For each case one GSPN layer's forward and backward (gspn_core, four directions; or a
+whole train / sampling step) are lowered for CUDA through jax-triton, and every Triton
+custom call's PTX is assembled: registers, spills, shared memory, SASS instructions per
+element-step, replicated warps; gate_copies counts the kernel operands made by a slice,
+copy or transpose (kernels/audit.py).
 The model steps run on a simulated 2-device mesh, so their kernels are the per-shard
 path (jax.shard_map). Figures are compiler output, not GPU measurements.
 """
@@ -26,20 +30,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench.kernel import FULL  # noqa: E402
-from gspn_jax.ops import gspn_scan  # noqa: E402
+from bench.kernel_predict import layer_fn  # noqa: E402
 
-CI_CASES = ("xl2_256px_local", "layer_1k_local", "layer_4k_global")  # tile; rows, local and global
-
-
-def op_step(shape, directions, chunk, dtype):
-  """Forward and gradient of the op over `directions`, as a jitted fn and its avals."""
-
-  def loss(*a):
-    return sum(jnp.sum(gspn_scan(*a, direction=d, chunk=chunk, impl="triton", normalize=True).astype(jnp.float32))
-               for d in directions)
-
-  aval = jax.ShapeDtypeStruct(shape, dtype)
-  return jax.jit(jax.grad(loss, argnums=range(5))), (aval,) * 5
+CI_CASES = ("xl2_256px_local", "layer_4k_global")  # the tile and the rows layout
 
 
 def model_steps(compute_dtype):
@@ -79,13 +72,14 @@ def audit_lowered(lowered, **info):
 
 def run(cases, dtypes, capabilities, with_models):
   rows = []
-  for name, shape, directions, chunk in cases:
+  for name, shape, chunk in cases:
     for dtype in dtypes:
       for cc in capabilities:
         t = time.time()
-        fn, args = op_step(shape, directions[:2], chunk, dtype)
+        fn, args = layer_fn(shape, chunk, dtype)
         lowered = audit.lower_for_cuda(fn, *args, compute_capability=cc)
-        new = audit_lowered(lowered, case=name, shape=shape, chunk=chunk, dtype=jnp.dtype(dtype).name)
+        new = audit_lowered(lowered, case=name, shape=shape, chunk=chunk, dtype=jnp.dtype(dtype).name,
+                            gate_copies=len(audit.copied_operands(lowered)))
         rows += new
         print(f"{name} {jnp.dtype(dtype).name} sm_{cc}: {len(new)} kernels, {time.time() - t:.0f} s", file=sys.stderr)
   if with_models:
@@ -106,20 +100,28 @@ def run(cases, dtypes, capabilities, with_models):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--ci", action="store_true", help="one shape per layout class and the model steps; JSON on stdout")
-  p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_audit_sm90_sm80.json)")
+  p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_audit_sm<cc>[_sm<cc>].json)")
+  p.add_argument("--capabilities", type=int, nargs="+", default=[90, 80], help="compute capabilities")
+  p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
   args = p.parse_args(argv)
-  if args.ci:
-    cases = [c for c in FULL if c[0] in CI_CASES]
-    json.dump(run(cases, (jnp.bfloat16,), (90,), with_models=True), sys.stdout)
-    return None
   import triton
 
   from bench.common import write_results
 
-  rows = run(FULL, (jnp.float32, jnp.bfloat16), (90, 80), with_models=True)
-  path = write_results("kernel_audit", {"compiled_for": "sm_90a and sm_80 on a CPU host (compiler output, not run)",
+  if args.ci:
+    rows = run([c for c in FULL if c[0] in CI_CASES], (jnp.bfloat16,), (90,), with_models=True)
+    if args.out is None:
+      json.dump(rows, sys.stdout)
+      return None
+    what = ("the CI subset: one shape per layout class in bf16 for sm_90, the model steps (train fp32 sm_90, "
+            "train bf16 sm_80, sampling bf16 sm_90)")
+  else:
+    rows = run(FULL, [jnp.dtype(d) for d in args.dtypes], args.capabilities, with_models=True)
+    what = f"{' and '.join(f'sm_{cc}' for cc in args.capabilities)} ({', '.join(args.dtypes)})"
+  archs = "_".join(f"sm{cc}" for cc in args.capabilities)
+  path = write_results("kernel_audit", {"compiled_for": f"{what} on a CPU host (compiler output, not run)",
                                         "triton": triton.__version__, "rows": rows},
-                       args.out or "bench/results/kernel_audit_sm90_sm80.json")
+                       args.out or f"bench/results/kernel_audit_{archs}.json")
   print(f"wrote {path}")
   return path
 

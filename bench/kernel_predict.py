@@ -1,103 +1,151 @@
-"""A performance model of the GSPN kernels on an H100, from the compiled program (no GPU).
+"""A performance model of a GSPN layer's kernels on an H100, from the compiled program (no GPU).
 
-For each benchmark shape the op's forward and gradient (four directions, or one for the
-single layers) are lowered for CUDA at compute capability 90 (kernels/audit.py). Bytes
-moved = every Triton custom call's operands and results (each element crosses HBM once:
-the kernels read every input once per step and write every output once; the rows
-layout's fp32 state rows stay in L1/L2 and are not counted), divided by the fraction of
-each 32-byte sector used (bf16 x 8 channels with lines along H: 16 of 32 bytes), plus, for forward+backward,
-the XLA ops between the kernels on full-size arrays (the gradient sums over directions),
-counted unfused: an upper bound. Minimum bytes, with D directions and N = B*H*W*C: every
-distinct array once; forward x and the merged output once, 4 gate/lambda arrays per
-direction: (2 + 4D) N; backward adds x, the D saved outputs, dh, dx once and 4D
-gradients read or written: (3 + 9D) N. Time = the larger of the bandwidth bound (bytes / 3.0 TB/s) and a
-latency bound: each program waits one dependent memory round trip per scan step and line
-tile (no prefetch), in waves of (132 SMs x resident programs per SM, from ptxas's
-register count). Every figure is predicted, not measured.
+For each benchmark shape (B, H, W, D) one GSPN layer (gspn_core, merge="aligned", four
+directions, R = D/16) is lowered for CUDA at compute capability 90 (kernels/audit.py), its
+forward alone and its forward + gradient, in two versions: "v2", the kernels reading the
+projection in place with the fused u h + d x / merge epilogue (kernels/core_op.py), and
+"v1", one gspn_scan per group on sliced gates with the epilogue in XLA (the op before v2).
+
+Bytes moved, counted from the lowered module:
+- each Triton custom call: every 4-D operand and result, C channels per pixel (a kernel
+  reads only its group's C channels of a wider projection), divided by the fraction of
+  each 32-byte sector used (contiguous bytes per pixel: BLOCK_C channels; a whole line
+  tile where the line runs along W and the block holds every channel; the four
+  directions take turns, so each call is charged their mean). The rows layout's fp32
+  state rows stay in L1/L2 and are not counted.
+- the XLA ops between them on (B, H, W, .) arrays, unfused (an upper bound): a slice
+  reads and writes its result, other ops read their operands and write their results.
+  Reshapes (bitcasts) and the projection / weight-gradient GEMMs, which every version
+  runs alike, are left out.
+Minimum bytes with N = B*H*W*D elements: forward x, the 24 projected channels groups and
+y once: 26 N; forward + backward adds x, dy and the projection read, dx and the 24
+projection gradients written: 76 N. Time = the larger of bytes / 3.0 TB/s and a latency
+bound: each program waits one dependent memory round trip per scan step and line tile,
+in waves of 132 SMs x resident programs per SM (from ptxas's register count).
+Every figure is predicted, not measured.
 """
 
 import math
+import statistics
 
+import jax
 import jax.numpy as jnp
 
-from kernels import audit
+from kernels import audit, layout
 
 H100_BANDWIDTH = 3.0e12  # measured copy bandwidth on the project's H100 (spec/kernel.md)
 H100_SMS = 132
 REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 ROUND_TRIP_S = 1.0e-6  # one dependent global load + barrier per step, HBM latency ~0.6-0.8 us
+NOT_COUNTED = ("stablehlo.custom_call", "func.return", "func.call", "func.func", "stablehlo.constant",
+               "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.dot_general",
+               "stablehlo.optimization_barrier", "stablehlo.iota")
 
 
-def _bytes(shape_text):
-  dims, dtype = shape_text.split("<")[1].rstrip(">").rsplit("x", 1)
+def layer_fn(shape, chunk, dtype, version="v2", grad=True):
+  """A jitted GSPN layer (forward, or value and gradient w.r.t. all 7 inputs) and its avals."""
+  from gspn_jax.ops import core
+
+  b, h, w, d = shape
+  r = max(1, d // 16)
+  avals = (jax.ShapeDtypeStruct(shape, dtype), jax.ShapeDtypeStruct((b, h, w, r), dtype),
+           jax.ShapeDtypeStruct((r, 12 * d), jnp.float32), *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
+           jax.ShapeDtypeStruct((4,), jnp.float32))
+  if version == "v2":
+    layer = lambda *a: core.gspn_core(*a, chunk=chunk, merge="aligned", impl="triton")
+  else:
+    layer = lambda *a: core._core(*a, chunk, "aligned", "triton")
+  fn = jax.value_and_grad(lambda *a: jnp.sum(layer(*a).astype(jnp.float32)), argnums=range(7)) if grad else layer
+  return jax.jit(fn), avals
+
+
+def _bytes(type_text):
+  dims, dtype = type_text.split("<")[1].rstrip(">").rsplit("x", 1)
   size = {"f32": 4, "bf16": 2, "f16": 2}[dtype]
   return math.prod(int(d) for d in dims.split("x")) * size
 
 
+def _pixels(type_text):
+  return math.prod(int(d) for d in type_text.split("<")[1].split("x")[:3])
+
+
 def xla_op_bytes(lowered, shape):
-  """Operands and results, on full-size arrays, of the XLA ops outside the kernels (unfused)."""
-  full = "tensor<" + "x".join(map(str, shape))
+  """Bytes of the XLA ops outside the kernels on (B, H, W, .) arrays, unfused."""
+  prefix = "tensor<" + "x".join(map(str, shape[:3])) + "x"
   total = 0
   for o in audit._ops(lowered.compiler_ir("stablehlo").operation):
     name = o.operation.name
-    if name in ("stablehlo.custom_call", "func.return", "stablehlo.constant", "stablehlo.broadcast_in_dim"):
+    if name in NOT_COUNTED:
       continue
-    types = [str(v.type) for v in o.operation.operands] + [str(v.type) for v in o.operation.results]
-    if any(t.startswith(full) for t in types):
-      total += sum(_bytes(t) for t in types if t.startswith(full))
+    ins = [str(v.type) for v in o.operation.operands if str(v.type).startswith(prefix)]
+    outs = [str(v.type) for v in o.operation.results if str(v.type).startswith(prefix)]
+    if name == "stablehlo.slice":
+      total += 2 * sum(_bytes(t) for t in outs)
+    else:
+      total += sum(_bytes(t) for t in ins + outs)
   return total
 
 
-def sector_efficiency(meta, size):
-  """Useful fraction of each 32-byte sector a kernel touches: a program reads BLOCK_C
-  contiguous channels per pixel, and whole line tiles only where the line runs along W
-  and the block holds every channel."""
+def sector_efficiency(meta, size, pitch):
+  """Useful fraction of each 32-byte sector for one array of `pitch` channels per pixel."""
   contiguous = meta["BLOCK_C"] * size
-  if meta["STRIDE_L"] == meta["C"] and meta["BLOCK_C"] >= meta["C"]:
+  if meta["STRIDE_L"] == 1 and meta["BLOCK_C"] >= meta["C"] and pitch == meta["C"]:
     contiguous *= meta["BLOCK_L"]
   return min(1.0, contiguous / 32)
 
 
-def kernel_time(row, steps_per_program, tiles_per_step):
-  """(latency-bound seconds, programs, resident programs per SM) of one custom call."""
-  programs = math.prod(row["grid"])
-  warps = row["num_warps"]
-  per_sm = max(1, min(REGISTERS_PER_SM // (max(row["registers"], 1) * 32 * warps), MAX_WARPS_PER_SM // warps))
+def kernel_bytes(call, shape, chunk, size):
+  """HBM bytes of one custom call (module docstring)."""
+  c = shape[-1]
+  metas = [layout.geometry(shape, d, chunk)[0] for d in layout.DIRECTIONS]
+  total = 0.0
+  for t in call["operand_shapes"] + call["result_shapes"]:
+    if t.count("x") != 4:
+      continue  # m, the rows layout's state
+    pitch = int(t.split("<")[1].split("x")[3])
+    eff = statistics.mean(sector_efficiency(m, size, pitch) for m in metas)
+    total += _pixels(t) * min(pitch, c) * size / eff
+  return total
+
+
+def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_step):
+  """(latency-bound seconds, resident programs per SM) of one custom call."""
+  per_sm = max(1, min(REGISTERS_PER_SM // (max(registers, 1) * 32 * num_warps), MAX_WARPS_PER_SM // num_warps))
   waves = math.ceil(programs / (H100_SMS * per_sm))
-  return waves * steps_per_program * tiles_per_step * ROUND_TRIP_S, programs, per_sm
+  return waves * steps_per_program * tiles_per_step * ROUND_TRIP_S, per_sm
 
 
-def predict_case(name, shape, directions, chunk, dtype):
-  from bench.kernel_audit import op_step
-  from kernels import layout
+def measure(lowered, shape, chunk, size):
+  """(bytes, latency seconds, gate copies, per-kernel programs) of one lowered module."""
+  meta = layout.geometry(shape, "lr", chunk)[0]
+  tiles = -(-meta["L"] // meta["BLOCK_L"])
+  moved, latency, programs = 0.0, 0.0, {}
+  for call in audit.triton_calls(lowered):
+    moved += kernel_bytes(call, shape, chunk, size)
+    stats, _ = audit.assemble(call["ptx"], call["compute_capability"])
+    n = math.prod(call["grid"])
+    t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, meta["CHUNK"], tiles)
+    latency += t
+    programs[call["kernel"]] = {"programs": n, "programs_per_sm": round(n / H100_SMS, 2),
+                                "resident_per_sm": per_sm, "registers": stats["registers"]}
+  return moved + xla_op_bytes(lowered, shape), latency, len(audit.copied_operands(lowered)), programs
 
-  size, d = jnp.dtype(dtype).itemsize, len(directions)
+
+def predict_case(name, shape, chunk, dtype, version="v2"):
+  size = jnp.dtype(dtype).itemsize
   n = math.prod(shape) * size
-  out = {"case": name, "shape": shape, "directions": d, "chunk": chunk, "dtype": jnp.dtype(dtype).name,
-         "min_bytes_fwd": (2 + 4 * d) * n, "min_bytes_fwd_bwd": (2 + 4 * d + 3 + 9 * d) * n}
-  fn, args = op_step(shape, directions, chunk, dtype)
-  lowered = audit.lower_for_cuda(fn, *args, compute_capability=90)
-  rows = [audit.audit(c) for c in audit.triton_calls(lowered)]
-  xla_bytes = xla_op_bytes(lowered, shape)
-  for what, kinds in (("fwd", ("fwd",)), ("fwd_bwd", ("fwd", "bwd"))):
-    moved = latency = 0.0
-    for r, d in zip([r for r in rows if any(k in r["kernel"] for k in kinds)], directions * 2):
-      meta, _, _ = layout.geometry(shape, d, chunk)
-      tiles = -(-meta["L"] // meta["BLOCK_L"])
-      shapes = r["operand_shapes"] + r["result_shapes"]
-      moved += sum(_bytes(s) for s in shapes if s.count("x") == 4) / sector_efficiency(meta, size)
-      t, programs, per_sm = kernel_time(r, meta["CHUNK"], tiles)
-      latency = latency + t
-      out[f"programs_{r['kernel']}"], out[f"programs_per_sm_{r['kernel']}"] = programs, round(programs / H100_SMS, 2)
-    if what == "fwd_bwd":
-      moved += xla_bytes
-      out["xla_op_bytes_fwd_bwd"] = xla_bytes
-    out[f"bytes_{what}"] = moved
-    out[f"bytes_over_min_{what}"] = round(moved / out[f"min_bytes_{what}"], 3)
+  out = {"case": name, "version": version, "shape": shape, "chunk": chunk, "dtype": jnp.dtype(dtype).name,
+         "min_bytes_fwd": 26 * n, "min_bytes_fwd_bwd": 76 * n}
+  for what, grad in (("fwd", False), ("fwd_bwd", True)):
+    fn, avals = layer_fn(shape, chunk, dtype, version, grad)
+    lowered = audit.lower_for_cuda(fn, *avals, compute_capability=90)
+    moved, latency, copies, programs = measure(lowered, shape, chunk, size)
     t = max(moved / H100_BANDWIDTH, latency)
-    out[f"predicted_{what}_ms"] = round(1e3 * t, 4)
-    out[f"predicted_{what}_bandwidth_fraction"] = round(out[f"min_bytes_{what}"] / t / H100_BANDWIDTH, 3)
+    out.update({f"bytes_{what}": moved, f"bytes_over_min_{what}": round(moved / out[f"min_bytes_{what}"], 3),
+                f"gate_copies_{what}": copies, f"predicted_{what}_ms": round(1e3 * t, 4),
+                f"predicted_{what}_bandwidth_fraction": round(out[f"min_bytes_{what}"] / t / H100_BANDWIDTH, 3),
+                f"kernels_{what}": programs})
   return out
 
 
@@ -107,16 +155,21 @@ def plot(rows, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(9, 4))
-  labels = [f"{r['case']}\n{r['dtype']}" for r in rows]
-  xs = range(len(rows))
-  ax.bar([x - 0.2 for x in xs], [r["predicted_fwd_bandwidth_fraction"] for r in rows], 0.4, label="forward")
-  ax.bar([x + 0.2 for x in xs], [r["predicted_fwd_bwd_bandwidth_fraction"] for r in rows], 0.4, label="fwd+bwd")
+  fig, ax = plt.subplots(figsize=(10, 4))
+  v2 = [r for r in rows if r["version"] == "v2"]
+  v1 = {(r["case"], r["dtype"]): r for r in rows if r["version"] == "v1"}
+  labels = [f"{r['case']}\n{r['dtype']}" for r in v2]
+  xs = range(len(v2))
+  for i, (what, label) in enumerate((("fwd", "forward"), ("fwd_bwd", "fwd+bwd"))):
+    key = f"predicted_{what}_bandwidth_fraction"
+    ax.bar([x - 0.3 + 0.2 * i for x in xs], [v1[r["case"], r["dtype"]][key] for r in v2], 0.2,
+           label=f"v1 {label}", alpha=0.5)
+    ax.bar([x + 0.1 + 0.2 * i for x in xs], [r[key] for r in v2], 0.2, label=f"v2 {label}")
   ax.axhline(0.85, color="k", ls="--", lw=0.8, label="85 % target")
   ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=7)
   ax.set_ylabel("minimum bytes / time / 3.0 TB/s")
-  ax.set_title("GSPN kernels on an H100: PREDICTED from the compiled program, not measured")
-  ax.legend(fontsize=8)
+  ax.set_title("A GSPN layer's kernels on an H100: PREDICTED from the compiled program, not measured")
+  ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -89,6 +89,32 @@ def triton_calls(lowered):
   return calls
 
 
+# ops that materialise a rearranged copy of their operand
+COPY_OPS = ("stablehlo.slice", "stablehlo.dynamic_slice", "stablehlo.transpose", "stablehlo.copy",
+            "stablehlo.concatenate", "stablehlo.reverse", "stablehlo.gather", "stablehlo.pad")
+
+
+def copied_operands(lowered):
+  """[(kernel, operand index, op)] for every Triton custom-call operand produced by a
+  copying op (COPY_OPS): a channel slice or transpose made only to feed a kernel."""
+  from jax._src.lib.mlir import ir
+
+  found = []
+  for o in _ops(lowered.compiler_ir("stablehlo").operation):
+    if o.operation.name != "stablehlo.custom_call":
+      continue
+    if ir.StringAttr(o.attributes["call_target_name"]).value != "triton_kernel_call":
+      continue
+    kernel = dict(_fields(dict(_fields(dict(_fields(zlib.decompress(
+        ir.StringAttr(o.attributes["backend_config"]).value_bytes)))[1]))[1]))[1].decode()
+    for i, v in enumerate(o.operation.operands):
+      owner = v.owner
+      name = getattr(owner, "name", None)  # a block argument has a Block as its owner
+      if name in COPY_OPS:
+        found.append((kernel, i, name))
+  return found
+
+
 def _nvidia_tool(name):
   from triton import knobs
 

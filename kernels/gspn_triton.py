@@ -1,7 +1,7 @@
 """GSPN propagation in Triton: forward and backward kernels for all directions, in two layouts.
 
-Arrays are NHWC. A direction is a view given by constexpr strides: STRIDE_S steps along
-the scan axis, STRIDE_L along the line, channels are contiguous; REVERSE walks the scan
+Arrays are NHWC. A direction is a view given by constexpr strides in pixels: STRIDE_S
+steps along the scan axis, STRIDE_L along the line, channels are contiguous; REVERSE walks the scan
 axis backwards. Nothing is transposed or flipped in memory, outputs land in the image
 frame. One program owns (batch element, segment, block of BLOCK_C channels) and keeps
 the fp32 state of the whole line in registers ([BLOCK_L, BLOCK_C]); the h[l - 1] and
@@ -18,6 +18,13 @@ l - 1, l, l + 1 from a per-program fp32 state row in global memory (two slots, o
 barrier per step; it stays in L1/L2), so no tile holds more than BLOCK_L lanes of a line.
 
 Segments have CHUNK steps counted from the scan's start, in both passes.
+
+x, h, dh and the gradients have C channels per pixel. gl, gc, gr and lambda are read in
+place from wider arrays: pixel pitch PITCH, channel offsets OFF_GL, OFF_GC, OFF_GR,
+OFF_LAM (the projection outputs of a GSPN layer hold every group's gates side by side),
+so no channel slice is ever copied for a kernel. Separate C-channel arrays are PITCH = C
+with zero offsets. The bodies (_fwd_tile, _bwd_tile, _fwd_rows, _bwd_rows) also serve a
+GSPN layer's kernels (gspn_layer_triton.py) through their EPILOGUE / CORE constexprs.
 """
 
 import triton
@@ -27,23 +34,25 @@ import triton.language as tl
 @triton.jit
 def _tile(program_b, program_c, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
           STRIDE_L: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
-  """Offsets of one line x channel-block tile, its mask, and the neighbour helpers."""
+  """Pixel offsets and channels of one line x channel-block tile, its mask, and the
+  neighbour helpers."""
   l = tl.arange(0, BLOCK_L)
   c = program_c * BLOCK_C + tl.arange(0, BLOCK_C)
   mask = (l < L)[:, None] & (c < C)[None, :]
-  base = program_b.to(tl.int64) * STRIDE_B + l[:, None].to(tl.int64) * STRIDE_L + c[None, :]
+  base = program_b.to(tl.int64) * STRIDE_B + l[:, None].to(tl.int64) * STRIDE_L
   zero = tl.zeros((BLOCK_L, BLOCK_C), tl.int32)
   idx_up = tl.maximum(l - 1, 0)[:, None] + zero            # h[l - 1]
   idx_dn = tl.minimum(l + 1, BLOCK_L - 1)[:, None] + zero  # h[l + 1]
   has_up = (l >= 1)[:, None].to(tl.float32)
   has_dn = (l + 1 < L)[:, None].to(tl.float32)
-  return base, mask, idx_up, idx_dn, has_up, has_dn
+  return base, c[None, :], mask, idx_up, idx_dn, has_up, has_dn
 
 
 @triton.jit
-def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
-          STRIDE_S: tl.constexpr):
-  """Mask and offsets of the segment's j-th scan step, and its x and lambda tiles."""
+def _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
+          STRIDE_S: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr, OFF_LAM: tl.constexpr):
+  """Mask of the segment's j-th scan step, its offsets in C-channel arrays (off) and in
+  the PITCH-wide ones before the channel offset (poff), and its x and lambda tiles."""
   s = seg * CHUNK + j
   if REVERSE:
     pos = S - 1 - s
@@ -51,24 +60,28 @@ def _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.co
     pos = s
   # not `tile_mask & (s < S)`: Triton 3.9's interpreter makes that int32; j == CHUNK: a prefetch past the segment
   mask = tl.where(j < CHUNK, tl.where(s < S, tile_mask, False), False)
-  off = base + pos.to(tl.int64) * STRIDE_S
+  pix = base + pos.to(tl.int64) * STRIDE_S
+  off = pix * C + c
+  poff = pix * PITCH + c
   x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
-  lam = tl.load(lam_ptr + off, mask=mask, other=0.0).to(tl.float32)
-  return mask, off, x, lam
+  lam = tl.load(lam_ptr + (poff + OFF_LAM), mask=mask, other=0.0).to(tl.float32)
+  return mask, off, poff, x, lam
 
 
 @triton.jit
-def _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask):
-  gl = tl.load(gl_ptr + off, mask=mask, other=0.0).to(tl.float32)
-  gc = tl.load(gc_ptr + off, mask=mask, other=0.0).to(tl.float32)
-  gr = tl.load(gr_ptr + off, mask=mask, other=0.0).to(tl.float32)
+def _load_gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
+                OFF_GR: tl.constexpr):
+  gl = tl.load(gl_ptr + (poff + OFF_GL), mask=mask, other=0.0).to(tl.float32)
+  gc = tl.load(gc_ptr + (poff + OFF_GC), mask=mask, other=0.0).to(tl.float32)
+  gr = tl.load(gr_ptr + (poff + OFF_GR), mask=mask, other=0.0).to(tl.float32)
   return gl, gc, gr
 
 
 @triton.jit
-def _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
+def _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, has_up, has_dn, NORMALIZE: tl.constexpr, OFF_GL: tl.constexpr,
+           OFF_GC: tl.constexpr, OFF_GR: tl.constexpr):
   """(gl, gc, gr) as the scan uses them, the sigmoids, and 1/sum (NORMALIZE only)."""
-  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, OFF_GL, OFF_GC, OFF_GR)
   return _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
 
 
@@ -87,45 +100,143 @@ def _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
-def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr, gates, has_up,
+def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, dlam, dgl, dgc, dgr, gates, has_up,
                  has_dn, NORMALIZE: tl.constexpr):
-  """One step's input gradients from g = dL/dh and the raw gate gradients, stored; with
-  NORMALIZE through gate = sigmoid(logit) / sum of the existing neighbours' sigmoids."""
+  """One step's input gradients from the raw gate gradients, stored; with NORMALIZE
+  through gate = sigmoid(logit) / sum of the existing neighbours' sigmoids."""
   gl, gc, gr, sl, sc, sr, inv, act = gates
   if NORMALIZE:
     t = (dgl * gl + dgc * gc + dgr * gr) * act
     dgl = (dgl - t * has_up) * inv * sl * (1.0 - sl)
     dgc = (dgc - t) * inv * sc * (1.0 - sc)
     dgr = (dgr - t * has_dn) * inv * sr * (1.0 - sr)
-  tl.store(dx_ptr + off, (lam * g).to(dx_ptr.dtype.element_ty), mask=mask)
-  tl.store(dlam_ptr + off, (x * g).to(dlam_ptr.dtype.element_ty), mask=mask)
+  tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+  tl.store(dlam_ptr + off, dlam.to(dlam_ptr.dtype.element_ty), mask=mask)
   tl.store(dgl_ptr + off, dgl.to(dgl_ptr.dtype.element_ty), mask=mask)
   tl.store(dgc_ptr + off, dgc.to(dgc_ptr.dtype.element_ty), mask=mask)
   tl.store(dgr_ptr + off, dgr.to(dgr_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
+def _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry, mk,
+               CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr):
+  """(g = dL/dh, dL/dx, dm's term) at one step. CORE: dh_ptr holds the layer output's
+  cotangent dy, so dL/dh = m u dy; stores du = m dy h and dd = m dy x, adds the direct
+  m d dy (and with ACC the previous groups' dx) to dx; dm's term is dy (u h + d x)."""
+  if CORE:
+    dy = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + (poff + OFF_U), mask=mask, other=0.0).to(tl.float32)
+    d = tl.load(d_ptr + (poff + OFF_D), mask=mask, other=0.0).to(tl.float32)
+    h = tl.load(h_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    g = mk * u * dy + carry
+    dx = lam * g + mk * d * dy
+    if ACC:
+      dx += tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    tl.store(du_ptr + off, (mk * dy * h).to(du_ptr.dtype.element_ty), mask=mask)
+    tl.store(dd_ptr + off, (mk * dy * x).to(dd_ptr.dtype.element_ty), mask=mask)
+    return g, dx, dy * (u * h + d * x)
+  g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
+  return g, lam * g, g  # the last is unused without CORE
+
+
+@triton.jit
+def _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr,
+              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+              STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
+              OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
+              EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
+              GROUP: tl.constexpr):
+  """The tile layout's forward; with EPILOGUE it stores [acc +] m[GROUP] (u h + d x)
+  instead of h."""
+  seg = tl.program_id(0) % NSEG
+  base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
+                                                             STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
+  h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
+  mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
+                                  OFF_LAM)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, OFF_GL, OFF_GC, OFF_GR)
+  for j in tl.range(0, CHUNK):
+    # step j + 1's loads go out before step j's math (the loop is not pipelined by the compiler)
+    mask1, off1, poff1, x1, lam1 = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j + 1, S, CHUNK, REVERSE,
+                                         STRIDE_S, C, PITCH, OFF_LAM)
+    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, poff1, mask1, OFF_GL, OFF_GC, OFF_GR)
+    a, b, cc, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
+    up = tl.gather(h, idx_up, 0) * has_up
+    dn = tl.gather(h, idx_dn, 0) * has_dn
+    h = lam * x + a * up + b * h + cc * dn
+    _emit(x_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, off, poff, mask, h, x, EPILOGUE, ACC, OFF_U, OFF_D, GROUP)
+    mask, off, poff, x, lam, gl, gc, gr = mask1, off1, poff1, x1, lam1, gl1, gc1, gr1
+
+
+@triton.jit
+def _emit(x_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, off, poff, mask, h, x, EPILOGUE: tl.constexpr,
+          ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+  """Stores h, or with EPILOGUE the group's merged output [acc +] m (u h + d x)."""
+  if EPILOGUE:
+    u = tl.load(u_ptr + (poff + OFF_U), mask=mask, other=0.0).to(tl.float32)
+    d = tl.load(d_ptr + (poff + OFF_D), mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(m_ptr + GROUP).to(tl.float32) * (u * h + d * x)
+    if ACC:
+      y += tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mask)
+  else:
+    tl.store(out_ptr + off, h.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
                     S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
                     STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
-                    REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
-                    BLOCK_C: tl.constexpr):
+                    REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+                    PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
+                    OFF_LAM: tl.constexpr):
+  _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, S, L, C, STRIDE_B, STRIDE_S,
+            STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
+            False, False, 0, 0, 0)
+
+
+@triton.jit
+def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dh_ptr, acc_ptr,
+              dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr,
+              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+              STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
+              OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
+              CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+  """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients
+  (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr)."""
   seg = tl.program_id(0) % NSEG
-  base, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
-                                                          STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
-  h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
-  mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S)
-  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, off, mask)
-  for j in tl.range(0, CHUNK):
-    # step j + 1's loads go out before step j's math (the loop is not pipelined by the compiler)
-    mask1, off1, x1, lam1 = _step(x_ptr, lam_ptr, base, tile_mask, seg, j + 1, S, CHUNK, REVERSE, STRIDE_S)
-    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, off1, mask1)
-    a, b, c, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
-    up = tl.gather(h, idx_up, 0) * has_up
-    dn = tl.gather(h, idx_dn, 0) * has_dn
-    h = lam * x + a * up + b * h + c * dn
-    tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
-    mask, off, x, lam, gl, gc, gr = mask1, off1, x1, lam1, gl1, gc1, gr1
+  base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
+                                                             STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
+  mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
+  carry = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # T[j+1]^T g[j+1]; zero past the segment end
+  dm = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)
+  for jj in tl.range(0, CHUNK):
+    j = CHUNK - 1 - jj
+    mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
+                                    PITCH, OFF_LAM)
+    if REVERSE:
+      prev_off = off + STRIDE_S * C
+    else:
+      prev_off = off - STRIDE_S * C
+    gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, has_up, has_dn, NORMALIZE,
+                                              OFF_GL, OFF_GC, OFF_GR)
+    g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry,
+                                mk, CORE, ACC, OFF_U, OFF_D)
+    if CORE:
+      dm += dm_step
+    # h[j-1]; zero at the segment start
+    hp = tl.load(h_ptr + prev_off, mask=tl.where(j > 0, mask, False), other=0.0).to(tl.float32)
+    dgl = g * tl.gather(hp, idx_up, 0) * has_up
+    dgc = g * hp
+    dgr = g * tl.gather(hp, idx_dn, 0) * has_dn
+    _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, x * g, dgl, dgc, dgr,
+                 (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
+    # What step j's gates carry back to step j - 1: gc g[l] + gl[l+1] g[l+1] + gr[l-1] g[l-1].
+    carry = gc * g + tl.gather(gl * g, idx_dn, 0) * has_dn + tl.gather(gr * g, idx_up, 0) * has_up
+  if CORE:
+    tl.store(dm_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1), tl.sum(tl.sum(dm, 1), 0))
 
 
 @triton.jit
@@ -133,53 +244,39 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
                     dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr,
                     S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
                     STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
-                    REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
-                    BLOCK_C: tl.constexpr):
-  """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients."""
-  seg = tl.program_id(0) % NSEG
-  base, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
-                                                          STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
-  carry = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # T[j+1]^T g[j+1]; zero past the segment end
-  for jj in tl.range(0, CHUNK):
-    j = CHUNK - 1 - jj
-    mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
-    if REVERSE:
-      prev_off = off + STRIDE_S
-    else:
-      prev_off = off - STRIDE_S
-    gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
-    g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
-    # h[j-1]; zero at the segment start
-    hp = tl.load(h_ptr + prev_off, mask=tl.where(j > 0, mask, False), other=0.0).to(tl.float32)
-    dgl = g * tl.gather(hp, idx_up, 0) * has_up
-    dgc = g * hp
-    dgr = g * tl.gather(hp, idx_dn, 0) * has_dn
-    _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr,
-                 (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
-    # What step j's gates carry back to step j - 1: gc g[l] + gl[l+1] g[l+1] + gr[l-1] g[l-1].
-    carry = gc * g + tl.gather(gl * g, idx_dn, 0) * has_dn + tl.gather(gr * g, idx_up, 0) * has_up
+                    REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+                    PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
+                    OFF_LAM: tl.constexpr):
+  _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
+            dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, S, L, C, STRIDE_B, STRIDE_S,
+            STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
+            False, False, 0, 0, 0)
 
 
 @triton.jit
 def _row_tile(program_b, program_c, l0, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
               STRIDE_L: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
-  """Offsets and mask of the line tile starting at l0, its state-row offsets, neighbour masks."""
+  """Pixel offsets, channels and mask of the line tile starting at l0, its state-row
+  offsets, neighbour masks."""
   l = l0 + tl.arange(0, BLOCK_L)
   c = program_c * BLOCK_C + tl.arange(0, BLOCK_C)
   mask = tl.where((c < C)[None, :], (l < L)[:, None], False)
-  base = program_b.to(tl.int64) * STRIDE_B + l[:, None].to(tl.int64) * STRIDE_L + c[None, :]
+  base = program_b.to(tl.int64) * STRIDE_B + l[:, None].to(tl.int64) * STRIDE_L
   row = l[:, None] * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
   up = (l >= 1)[:, None]
   dn = (l + 1 < L)[:, None]
-  return base, mask, row, up, dn
+  return base, c[None, :], mask, row, up, dn
 
 
 @triton.jit
-def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_ptr,
-                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
-                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
-                         BLOCK_C: tl.constexpr, ROW: tl.constexpr):
+def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, state_ptr,
+              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+              STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
+              PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
+              OFF_LAM: tl.constexpr, EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr,
+              OFF_D: tl.constexpr, GROUP: tl.constexpr):
+  """The rows layout's forward; EPILOGUE as in _fwd_tile."""
   seg = tl.program_id(0) % NSEG
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (2 * ROW)
@@ -187,19 +284,87 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
     read = ((j + 1) % 2) * ROW  # h[j - 1], written before the last barrier
     write = (j % 2) * ROW
     for l0 in tl.range(0, L, BLOCK_L):
-      base, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
-                                               STRIDE_L, BLOCK_L, BLOCK_C)
-      mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
-      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, up.to(tl.float32),
-                                                     dn.to(tl.float32), NORMALIZE)
+      base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                                  STRIDE_L, BLOCK_L, BLOCK_C)
+      mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
+                                      PITCH, OFF_LAM)
+      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, up.to(tl.float32),
+                                                     dn.to(tl.float32), NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
       prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
       h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
       h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
       h_dn = tl.load(state + (read + row + BLOCK_C), mask=tl.where(dn, prev, False), other=0.0)
       h = lam * x + gl * h_up + gc * h_mid + gr * h_dn
-      tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
+      _emit(x_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, off, poff, mask, h, x, EPILOGUE, ACC, OFF_U, OFF_D, GROUP)
       tl.store(state + (write + row), h, mask=mask)
     tl.debug_barrier()  # the row is complete before the next step reads its neighbours
+
+
+@triton.jit
+def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_ptr,
+                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+                         REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
+                         BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
+                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
+  _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, state_ptr, S, L, C, STRIDE_B,
+            STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
+            OFF_LAM, False, False, 0, 0, 0)
+
+
+@triton.jit
+def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dh_ptr, acc_ptr,
+              dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr,
+              S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+              STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
+              PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
+              OFF_LAM: tl.constexpr, CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
+              GROUP: tl.constexpr):
+  """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows."""
+  seg = tl.program_id(0) % NSEG
+  program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+  state = state_ptr + program.to(tl.int64) * (6 * ROW)
+  mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
+  dm = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)
+  for jj in tl.range(0, CHUNK):
+    j = CHUNK - 1 - jj
+    read = state + ((jj + 1) % 2) * (3 * ROW)
+    write = state + (jj % 2) * (3 * ROW)
+    for l0 in tl.range(0, L, BLOCK_L):
+      base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                                  STRIDE_L, BLOCK_L, BLOCK_C)
+      mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
+                                      PITCH, OFF_LAM)
+      if REVERSE:
+        prev_off = off + STRIDE_S * C
+      else:
+        prev_off = off - STRIDE_S * C
+      has_up = up.to(tl.float32)
+      has_dn = dn.to(tl.float32)
+      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, has_up, has_dn, NORMALIZE,
+                                                OFF_GL, OFF_GC, OFF_GR)
+      nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
+      carry = (tl.load(read + row, mask=nxt, other=0.0)
+               + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
+               + tl.load(read + 2 * ROW + row - BLOCK_C, mask=tl.where(up, nxt, False), other=0.0))
+      g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam,
+                                  carry, mk, CORE, ACC, OFF_U, OFF_D)
+      if CORE:
+        dm += dm_step
+      first = tl.where(j > 0, mask, False)  # h[j-1] is zero at the segment start
+      dgl = g * tl.load(h_ptr + prev_off - STRIDE_L * C, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
+      dgc = g * tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
+      dgr = g * tl.load(h_ptr + prev_off + STRIDE_L * C, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
+      _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, x * g, dgl, dgc, dgr,
+                   (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
+      # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
+      tl.store(write + row, gc * g, mask=tile_mask)
+      tl.store(write + ROW + row, gl * g, mask=tile_mask)
+      tl.store(write + 2 * ROW + row, gr * g, mask=tile_mask)
+    tl.debug_barrier()
+  if CORE:
+    tl.store(dm_ptr + program, tl.sum(tl.sum(dm, 1), 0))
 
 
 @triton.jit
@@ -208,42 +373,12 @@ def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
                          S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
                          STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
                          REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
-                         BLOCK_C: tl.constexpr, ROW: tl.constexpr):
-  """The adjoint as in gspn_bwd_kernel; step j + 1 leaves gc g, gl g, gr g in three state rows."""
-  seg = tl.program_id(0) % NSEG
-  program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-  state = state_ptr + program.to(tl.int64) * (6 * ROW)
-  for jj in tl.range(0, CHUNK):
-    j = CHUNK - 1 - jj
-    read = state + ((jj + 1) % 2) * (3 * ROW)
-    write = state + (jj % 2) * (3 * ROW)
-    for l0 in tl.range(0, L, BLOCK_L):
-      base, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
-                                               STRIDE_L, BLOCK_L, BLOCK_C)
-      mask, off, x, lam = _step(x_ptr, lam_ptr, base, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S)
-      if REVERSE:
-        prev_off = off + STRIDE_S
-      else:
-        prev_off = off - STRIDE_S
-      has_up = up.to(tl.float32)
-      has_dn = dn.to(tl.float32)
-      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, off, mask, has_up, has_dn, NORMALIZE)
-      nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
-      carry = (tl.load(read + row, mask=nxt, other=0.0)
-               + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
-               + tl.load(read + 2 * ROW + row - BLOCK_C, mask=tl.where(up, nxt, False), other=0.0))
-      g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
-      first = tl.where(j > 0, mask, False)  # h[j-1] is zero at the segment start
-      dgl = g * tl.load(h_ptr + prev_off - STRIDE_L, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
-      dgc = g * tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
-      dgr = g * tl.load(h_ptr + prev_off + STRIDE_L, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
-      _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, g, x, lam, dgl, dgc, dgr,
-                   (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
-      # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
-      tl.store(write + row, gc * g, mask=tile_mask)
-      tl.store(write + ROW + row, gl * g, mask=tile_mask)
-      tl.store(write + 2 * ROW + row, gr * g, mask=tile_mask)
-    tl.debug_barrier()
+                         BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
+                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
+  _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
+            dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, state_ptr, S, L, C, STRIDE_B,
+            STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
+            OFF_LAM, False, False, 0, 0, 0)
 
 
 FORWARD = {"tile": gspn_fwd_kernel, "rows": gspn_fwd_rows_kernel}

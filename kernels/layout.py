@@ -20,21 +20,24 @@ def next_pow2(n):
   return 1 << max(n - 1, 0).bit_length()
 
 
-def geometry(shape, direction, chunk, rows_tile=ROWS_TILE):
+def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=None):
   """(constexpr kwargs incl. KERNEL, grid, num_warps) for NHWC `shape` scanned along
-  `direction`. rows_tile: the rows layout's tile size (tests shrink it to walk several
-  tiles of a short line)."""
+  `direction`; strides count pixels. pitch, offsets: where gl, gc, gr, lam (and u, d)
+  sit in the arrays they are read from (pixel pitch, OFF_* channel offsets; default
+  separate `shape`-sized arrays). rows_tile: the rows layout's tile size (tests shrink
+  it to walk several tiles of a short line)."""
   b, h, w, c = shape
   if direction not in DIRECTIONS:
     raise ValueError(f"direction={direction!r}; use one of {DIRECTIONS}")
   if direction in ("lr", "rl"):  # scan along W, lines along H
-    s, l, stride_s, stride_l = w, h, c, w * c
+    s, l, stride_s, stride_l = w, h, 1, w
   else:  # scan along H, lines along W
-    s, l, stride_s, stride_l = h, w, w * c, c
+    s, l, stride_s, stride_l = h, w, w, 1
   n = s if chunk is None else min(chunk, s)
   nseg = -(-s // n)
-  meta = dict(S=s, L=l, C=c, STRIDE_B=h * w * c, STRIDE_S=stride_s, STRIDE_L=stride_l, CHUNK=n, NSEG=nseg,
-              REVERSE=direction in ("rl", "bt"))
+  meta = dict(S=s, L=l, C=c, STRIDE_B=h * w, STRIDE_S=stride_s, STRIDE_L=stride_l, CHUNK=n, NSEG=nseg,
+              REVERSE=direction in ("rl", "bt"), PITCH=c if pitch is None else pitch,
+              **(offsets or dict(OFF_GL=0, OFF_GC=0, OFF_GR=0, OFF_LAM=0)))
   block_l = next_pow2(l)
   block_c = max(1, min(next_pow2(c), MAX_BLOCK_C, TILE_ELEMENTS // block_l))
   num_warps = min(4 if block_l * block_c <= 1024 else 8, max(1, block_l * block_c // 32))  # no idle lanes
@@ -46,6 +49,14 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE):
     num_warps = max(1, min(4, block_l * block_c // 128))  # fewer lanes than elements: none replicated
     meta.update(KERNEL="rows", BLOCK_L=block_l, BLOCK_C=block_c, ROW=-(-l // block_l) * block_l * block_c)
   return meta, (b * nseg, -(-c // block_c)), num_warps
+
+
+def core_offsets(d, group):
+  """Channel offsets of group `group`'s gl, gc, gr, lam, u, d in a GSPN layer's
+  projection [gates (12D: gl | gc | gr, 4 groups each) | lam | u | d (4D each)], and
+  the group's index for its merge weight."""
+  names = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM", "OFF_U", "OFF_D")
+  return {name: i * 4 * d + group * d for i, name in enumerate(names)}
 
 
 def state_size(meta, grid, rows):

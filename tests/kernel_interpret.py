@@ -17,7 +17,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from gspn_jax.ops import gspn_scan  # noqa: E402
+import kernels  # noqa: E402
+from gspn_jax.ops import gspn_core, gspn_scan  # noqa: E402
 from kernels import gspn_triton, layout  # noqa: E402
 
 
@@ -53,6 +54,8 @@ def reference_forward_backward(args, dh, direction, chunk, normalize):
 
 
 def rel_err(a, b):
+  if not np.isfinite(a).all():  # NaN would slip through max() and comparisons
+    return float("inf")
   return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
 
 
@@ -69,6 +72,35 @@ def case(shape, direction, chunk, normalize, dtype, seed=0, rows_tile=layout.ROW
           "fwd": rel_err(h_t, h_r), "bwd": max(rel_err(a, b) for a, b in zip(g_t, g_r))}
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _core_value_and_grads(args, ct, chunk, impl):
+  f = lambda *a: gspn_core(*a, chunk=chunk, merge="aligned", impl=impl)
+  y, vjp = jax.vjp(f, *args)
+  return y, vjp(ct.astype(y.dtype))
+
+
+def core_case(shape, chunk, dtype, seed=0):
+  """gspn_core(impl="triton") (fused forward, in-place reads, the kernels' backward) under
+  the interpreter against impl="reference" run in fp32: the value and all 7 gradients."""
+  b, h, w, d = shape
+  r = max(1, d // 2)
+  ks = jax.random.split(jax.random.key(seed), 8)
+  args = (jax.random.normal(ks[0], shape), jax.random.normal(ks[1], (b, h, w, r)),
+          jax.random.normal(ks[2], (r, 12 * d)), *(0.5 * jax.random.normal(k, (r, 4 * d)) for k in ks[3:6]),
+          jax.random.normal(ks[6], (4,)))
+  args = tuple(a.astype(dtype) for a in args[:2]) + args[2:]
+  ct = jax.random.normal(ks[7], shape)
+  with kernels.interpreted():
+    y_t, g_t = _core_value_and_grads(args, ct, chunk, "triton")
+  up = tuple(a.astype(jnp.float32) for a in args)
+  y_r, g_r = _core_value_and_grads(up, ct, chunk, "reference")
+  f32 = lambda a: np.asarray(a.astype(jnp.float32))
+  layouts = {layout.geometry(shape, dr, chunk)[0]["KERNEL"] for dr in layout.DIRECTIONS}
+  return {"op": "gspn_core", "shape": shape, "layout": "+".join(sorted(layouts)), "chunk": chunk,
+          "dtype": str(jnp.dtype(dtype)), "fwd": rel_err(f32(y_t), f32(y_r)),
+          "bwd": max(rel_err(f32(a), f32(b)) for a, b in zip(g_t, g_r))}
+
+
 def main():
   results = []
   for direction, chunk, normalize in itertools.product(layout.DIRECTIONS, (1, 2, 3, None), (False, True)):
@@ -82,6 +114,11 @@ def main():
   for direction, long_line in (("lr", (1, 300, 3, 18)), ("bt", (1, 3, 300, 18))):  # rows by the default rule
     results.append(case(long_line, direction, 2, True, jnp.dtype(jnp.float32), seed=4, rows_tile=2048))
   results.append(case((1, 9, 6, 2), "rl", 3, True, jnp.dtype(jnp.bfloat16), seed=5, rows_tile=8))
+  # a whole GSPN layer: four directions from the fused forward and the backward, odd sizes
+  # (lines of 33 along H take the rows layout, those of 3 along W the tile layout)
+  for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 5, 7, 3), None, jnp.float32),
+                              ((2, 5, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), 1, jnp.float32)):
+    results.append(core_case(shape, chunk, jnp.dtype(dtype)))
   json.dump(results, sys.stdout)
 
 

@@ -20,10 +20,26 @@ def interpreter_report():
   return json.loads(run_ok(["-m", "tests.kernel_interpret"], timeout=1500).stdout)
 
 
+def _scans(report):
+  return [r for r in report if r.get("op") != "gspn_core"]
+
+
 def test_interpreter_runs_every_direction_chunk_and_normalisation(interpreter_report):
-  seen = {(r["direction"], r["chunk"], r["normalize"]) for r in interpreter_report if r["dtype"] == "float32"}
+  scans = _scans(interpreter_report)
+  seen = {(r["direction"], r["chunk"], r["normalize"]) for r in scans if r["dtype"] == "float32"}
   assert len(seen) == 4 * 4 * 2
-  assert {r["layout"] for r in interpreter_report} == {"tile", "rows"}
+  assert {r["layout"] for r in scans} == {"tile", "rows"}
+
+
+def test_fused_gspn_layer_matches_the_reference(interpreter_report):
+  # the in-place reads, the u h + d x epilogue and merge, the recomputing backward; x's dtype
+  core = [r for r in interpreter_report if r.get("op") == "gspn_core"]
+  assert {r["chunk"] for r in core} == {1, 2, 3, None} and {r["layout"] for r in core} == {"tile", "rows+tile"}
+  for r in core:
+    if r["dtype"] == "float32":
+      assert r["fwd"] < 1e-5 and r["bwd"] < 1e-5, r
+    else:  # bf16 inputs and groups summed in bf16 against the fp32 reference
+      assert r["dtype"] == "bfloat16" and r["fwd"] < 3e-2 and r["bwd"] < 3e-2, r
 
 
 def test_fp32_kernels_match_the_reference(interpreter_report):
@@ -33,7 +49,7 @@ def test_fp32_kernels_match_the_reference(interpreter_report):
 
 
 def test_bf16_kernels_keep_an_fp32_state(interpreter_report):
-  for r in interpreter_report:
+  for r in _scans(interpreter_report):
     if r["dtype"] == "bfloat16":  # one bf16 rounding of the output; gradients use the bf16 output
       assert r["fwd"] < 2 ** -7 and r["bwd"] < 3e-2, r
 

@@ -41,12 +41,12 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
     "xla": the fast XLA path (ops/unrolled.py): the same arithmetic with gates
       normalised where they are produced, steps as strided views of the image-frame
       arrays, the epilogue and merge fused; the backward saves only the inputs.
-    "triton": the Triton kernels (kernels/), one `gspn_scan(impl="triton")` per group,
-      with the same saved inputs. A fused kernel implementing this op must match:
-      gl/gc/gr/lam/u/d read in place from the projection outputs (channel offset
-      g*4D + k*D, pitch 12D or 4D: no channel-slice copies), normalisation in the
-      prologue, u*h + d*x and m[k] applied in the epilogue with all four groups summed
-      into one output, and a backward that saves nothing beyond (x, xp, weights, m).
+    "triton": the Triton kernels (kernels/core_op.py), with the same saved inputs:
+      one projection of pitch 24D whose gl/gc/gr/lam/u/d channels the kernels read in
+      place (no channel-slice copies), normalisation in the prologue, m[k] (u*h + d*x)
+      in the epilogue, summed over the groups launch by launch, so h never reaches HBM
+      in the forward. merge="released" scans transposed/flipped copies of x: there one
+      `gspn_scan(impl="triton")` per group.
     "auto": "triton" where the kernels run (a GPU with jax-triton), else "xla".
   """
   _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
@@ -56,6 +56,10 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
     impl = "triton" if _triton_available() else "xla"
   if impl == "reference":
     return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "xla")
+  if impl == "triton" and merge == "aligned":
+    import kernels
+
+    return kernels.gspn_core_triton(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk=chunk)
   return _core(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
 
 
