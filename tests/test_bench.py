@@ -110,3 +110,19 @@ def test_gpu_benchmarks_refuse_without_a_gpu(module):
     pytest.skip("a GPU is present: the full benchmark would run")
   res = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=300)
   assert res.returncode != 0 and "--smoke" in res.stderr
+
+
+def test_equal_compute_smoke_sweeps_lr_then_seeds_the_best_and_resumes(tmp_path):
+  result, out = _run("bench.equal_compute", tmp_path)
+  rows = result["rows"]
+  assert [(r["lr"], r["seed"]) for r in rows][:2] == [(0.003, 0), (0.01, 0)]
+  best = result["summary"][0]["best_lr"]
+  assert rows[2]["seed"] == 1 and rows[2]["lr"] == best  # the second seed at the sweep's best lr
+  for r in rows:
+    assert r["train_flops_per_image"] > 0 and [p["step"] for p in r["curve"]] == [2, 4]
+    assert all(0 <= p["accuracy"] <= 1 and p["fid"] > 0 for p in r["curve"])
+    assert r["curve"][1]["train_flops"] == 2 * r["curve"][0]["train_flops"] == 4 * 32 * r["train_flops_per_image"]
+  assert out.with_suffix(".md").read_text().startswith("| size | model |")
+  assert out.with_suffix(".png").stat().st_size > 0
+  _run("bench.equal_compute", tmp_path)  # every run is already in the results: nothing is retrained
+  assert json.loads(out.read_text())["rows"] == rows
