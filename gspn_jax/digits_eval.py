@@ -37,8 +37,9 @@ class DigitClassifier(nnx.Module):
     return self.head(self.features(x))
 
 
-def train_classifier():
-  """The judge, trained deterministically on the real training split."""
+def train_classifier(epochs=CLASSIFIER_EPOCHS):
+  """The judge, trained deterministically on the real training split (fewer epochs: a weaker
+  judge, for smoke runs only)."""
   x, y = digits.load_split("train")
   model = DigitClassifier(nnx.Rngs(CLASSIFIER_SEED))
   opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -52,7 +53,7 @@ def train_classifier():
 
   rng = np.random.default_rng(CLASSIFIER_SEED)
   batch = 64
-  for _ in range(CLASSIFIER_EPOCHS):
+  for _ in range(epochs):
     perm = rng.permutation(len(x))
     for i in range(0, len(x) - batch + 1, batch):
       idx = perm[i:i + batch]
