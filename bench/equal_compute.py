@@ -226,7 +226,8 @@ def main(argv=None):
         lr = lr or best_lr([r for r in done() if r["seed"] == SEEDS[0]])
         if any((r["lr"], r["seed"]) == (lr, seed) for r in done()):
           continue  # resumed: this run is already in the results
-        judge = judge or digits_eval.Judge(digits_eval.train_classifier(1 if args.smoke else digits_eval.CLASSIFIER_EPOCHS))
+        epochs = 1 if args.smoke else digits_eval.CLASSIFIER_EPOCHS
+        judge = judge or digits_eval.Judge(digits_eval.train_classifier(epochs))
         model = model or Model(arch, kwargs, args.steps, args.sampling_steps, args.smoke)
         curve, wall = model.train(lr, seed, evaluate_at, lambda params, s: evaluate(model, params, s))
         rows.append({"size": size, "model": label, "arch": arch, "kwargs": kwargs, "lr": lr, "seed": seed,
