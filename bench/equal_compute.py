@@ -183,11 +183,14 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--sizes", nargs="+", default=None, help=f"a subset of {list(SIZES)}, in this order")
+  p.add_argument("--models", nargs="+", default=None, help="a subset of each size's models")
   p.add_argument("--steps", type=int, default=400)
   p.add_argument("--points", type=int, default=3, help="evaluations along each run (the last at its end)")
   p.add_argument("--eval-per-class", type=int, default=10, help="samples per class judged at each point")
   p.add_argument("--sampling-steps", type=int, default=20, help="DDIM steps of the judged samples")
   p.add_argument("--out", default=None)
+  p.add_argument("--merge", nargs="+", default=[], help="results of the same study written by other processes "
+                 "(a study split with --sizes/--models and --out): their runs join --out's")
   args = p.parse_args(argv)
   sizes = SMOKE_SIZES if args.smoke else SIZES
   if args.smoke:
@@ -196,6 +199,8 @@ def main(argv=None):
     p.error("--steps, --points, --eval-per-class and --sampling-steps must be positive, --points <= --steps")
   if unknown := [s for s in args.sizes or [] if s not in sizes]:
     p.error(f"--sizes {unknown}: choose from {list(sizes)}")
+  if unknown := [m for m in args.models or [] if all(m not in v for v in sizes.values())]:
+    p.error(f"--models {unknown}: choose from {list(next(iter(sizes.values())))}")
   lrs = LRS[:2] if args.smoke else LRS
   path = pathlib.Path(args.out or RESULTS / f"quality_equal_compute_{device_name().replace(':', '_')}.json")
   old = json.loads(path.read_text()) if path.exists() else {}
@@ -204,6 +209,12 @@ def main(argv=None):
           "eval_samples": 10 * args.eval_per_class, "sampling_steps": args.sampling_steps, "cfg_scale": CFG_SCALE}
   if changed := [k for k in meta if k in old and old[k] != meta[k]]:
     p.error(f"{changed} differ from the study in {path}: rerun with its settings, or write elsewhere with --out")
+  key = lambda r: (r["size"], r["model"], r["lr"], r["seed"], r["steps"])
+  for other in map(pathlib.Path, args.merge):
+    more = json.loads(other.read_text())
+    if changed := [k for k in meta if more.get(k) != meta[k]]:
+      p.error(f"--merge {other}: its {changed} differ from this study's")
+    rows += [r for r in more["rows"] if key(r) not in {key(q) for q in rows}]
   evaluate_at = {round(args.steps * (i + 1) / args.points) for i in range(args.points)}
   labels = np.repeat(np.arange(10), args.eval_per_class)
   judge = None
@@ -220,6 +231,8 @@ def main(argv=None):
 
   for size in args.sizes or list(sizes):
     for label, (arch, kwargs) in sizes[size].items():
+      if args.models and label not in args.models:
+        continue
       model = None
       done = lambda: [r for r in rows if (r["size"], r["model"], r["steps"]) == (size, label, args.steps)]
       for lr, seed in [(lr, SEEDS[0]) for lr in lrs] + [(None, s) for s in SEEDS[1:]]:
