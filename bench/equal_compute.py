@@ -160,7 +160,7 @@ def summary(rows):
 
 def markdown(summ, meta):
   head = ["size", "model", "params", "train MFLOPs/image", "lr sweep (seed 0): acc / FID", "best lr",
-          "final acc (seeds)", "final FID (seeds)", "train PFLOPs"]
+          "final acc (seeds)", "final FID (seeds)", "train TFLOPs"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for s in summ:
     sweep = ", ".join(f"{lr}: {100 * p['accuracy']:.0f} % / {p['fid']:.1f}" for lr, p in s["sweep"].items())
@@ -172,7 +172,7 @@ def markdown(summ, meta):
         f"{s['best_lr']:g}",
         f"{100 * np.mean([f['accuracy'] for f in finals]):.1f} % ({accs})",
         f"{np.mean([f['fid'] for f in finals]):.1f} ({fids})",
-        f"{s['curve'][-1]['train_flops'] / 1e15:.4f}"]) + " |")
+        f"{s['curve'][-1]['train_flops'] / 1e12:.2f}"]) + " |")
   return "\n".join(lines) + (
       f"\n\n{meta['steps']} steps x batch {meta['batch']} per run; accuracy / classifier-feature FID of "
       f"{meta['eval_samples']} raw-weight samples ({meta['sampling_steps']}-step DDIM, cfg {CFG_SCALE:g}) at the "
@@ -191,6 +191,7 @@ def main(argv=None):
   p.add_argument("--out", default=None)
   p.add_argument("--merge", nargs="+", default=[], help="results of the same study written by other processes "
                  "(a study split with --sizes/--models and --out): their runs join --out's")
+  p.add_argument("--report", action="store_true", help="train nothing: the table and plot of the runs at hand")
   args = p.parse_args(argv)
   sizes = SMOKE_SIZES if args.smoke else SIZES
   if args.smoke:
@@ -229,7 +230,7 @@ def main(argv=None):
     path.with_suffix(".md").write_text(markdown(summary(rows), meta))
     plot_equal_compute(summary(rows), str(path.with_suffix(".png")), device_name())
 
-  for size in args.sizes or list(sizes):
+  for size in [] if args.report else args.sizes or list(sizes):
     for label, (arch, kwargs) in sizes[size].items():
       if args.models and label not in args.models:
         continue

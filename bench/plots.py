@@ -63,6 +63,7 @@ def plot_equal_compute(summary, path, device):
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs")
     ax.set_title(title)
+  axes[0].axhline(0.1, color="grey", linewidth=0.8, label="chance (10 classes)")
   axes[1].set_yscale("log")
   axes[0].legend(fontsize=7)
   fig.suptitle(f"GSPN vs DiT at equal training FLOPs on the digits ({device})")
