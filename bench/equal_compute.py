@@ -143,8 +143,9 @@ def best_lr(rows):
 
 def summary(rows):
   """Per (size, model): the lr sweep's final points, the best lr, its seeds' mean curve."""
-  out = []
-  for size, model in dict.fromkeys((r["size"], r["model"]) for r in rows):
+  out, known = [], {**SIZES, **SMOKE_SIZES}
+  order = lambda k: (list(known).index(k[0]), list(known[k[0]]).index(k[1]))  # as in SIZES, however run
+  for size, model in sorted(dict.fromkeys((r["size"], r["model"]) for r in rows), key=order):
     mine = [r for r in rows if (r["size"], r["model"]) == (size, model)]
     sweep = [r for r in mine if r["seed"] == SEEDS[0]]
     lr = best_lr(sweep)
