@@ -47,3 +47,27 @@ def plot_compare(payload, stem, device):
   fig.savefig(paths[-1], dpi=100)
   plt.close(fig)
   return paths
+
+
+def plot_equal_compute(summary, path, device):
+  """Conditional accuracy and feature FID against training FLOPs: a colour per model, a
+  line style per size (each model at its best lr, the mean over its seeds)."""
+  colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(s["model"] for s in summary))}
+  styles = {z: st for z, st in zip(dict.fromkeys(s["size"] for s in summary), ("-", "--", ":", "-."))}
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+  for ax, key, title in ((axes[0], "accuracy", "conditional accuracy"), (axes[1], "fid", "classifier-feature FID")):
+    for s in summary:
+      pts = [(p["train_flops"], p[key]) for p in s["curve"]]
+      ax.plot(*zip(*pts), marker="o", color=colours[s["model"]], linestyle=styles[s["size"]],
+              label=f"{s['size']} {s['model']} (lr {s['best_lr']:g})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_title(title)
+  axes[0].axhline(0.1, color="grey", linewidth=0.8, label="chance (10 classes)")
+  axes[1].set_yscale("log")
+  axes[0].legend(fontsize=7)
+  fig.suptitle(f"GSPN vs DiT at equal training FLOPs on the digits ({device})")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -37,8 +37,9 @@ class DigitClassifier(nnx.Module):
     return self.head(self.features(x))
 
 
-def train_classifier():
-  """The judge, trained deterministically on the real training split."""
+def train_classifier(epochs=CLASSIFIER_EPOCHS):
+  """The judge, trained deterministically on the real training split (fewer epochs: a weaker
+  judge, for smoke runs only)."""
   x, y = digits.load_split("train")
   model = DigitClassifier(nnx.Rngs(CLASSIFIER_SEED))
   opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -52,7 +53,7 @@ def train_classifier():
 
   rng = np.random.default_rng(CLASSIFIER_SEED)
   batch = 64
-  for _ in range(CLASSIFIER_EPOCHS):
+  for _ in range(epochs):
     perm = rng.permutation(len(x))
     for i in range(0, len(x) - batch + 1, batch):
       idx = perm[i:i + batch]
@@ -63,6 +64,23 @@ def train_classifier():
 def _quantize(images):
   """Real and generated images alike go through uint8, as in the ADM pipeline."""
   return (to_uint8(images).astype(np.float32) - 128.0) / 127.5
+
+
+class Judge:
+  """evaluate_samples' two numbers for many sample sets: the classifier's functions are
+  compiled and the held-out statistics computed once."""
+
+  def __init__(self, classifier=None):
+    self.classifier = classifier or train_classifier()
+    self._predict = nnx.jit(lambda m, x: (jnp.argmax(m(x), -1), m.features(x)))
+    test_x, _ = digits.load_split("test")
+    self._test_stats = compute_statistics(np.asarray(self._predict(self.classifier, jnp.asarray(_quantize(test_x)))[1]))
+
+  def __call__(self, samples, labels):
+    """(conditional accuracy, feature FID against the held-out digits) of samples in [-1, 1]."""
+    pred, feats = self._predict(self.classifier, jnp.asarray(_quantize(samples)))
+    fid = frechet_distance(*compute_statistics(np.asarray(feats)), *self._test_stats)
+    return float(np.mean(np.asarray(pred) == labels)), float(fid)
 
 
 def evaluate_samples(samples, labels, classifier=None):

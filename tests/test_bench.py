@@ -132,3 +132,21 @@ def test_implied_layer_maps_recovers_the_model_itself():
   implied = implied_layer_maps(row, width=1152, depth=29, length=1024)
   assert implied["weights_d2"] == pytest.approx(13) and implied["macs_ld2"] == pytest.approx(7.5)
   assert implied["at_short_length_d2"] == pytest.approx(11) and implied["at_full_length_d2"] == pytest.approx(2)
+
+
+def test_equal_compute_smoke_sweeps_lr_then_seeds_the_best_and_resumes(tmp_path):
+  result, out = _run("bench.equal_compute", tmp_path)
+  rows = result["rows"]
+  assert [(r["lr"], r["seed"]) for r in rows][:2] == [(0.003, 0), (0.01, 0)]
+  best = result["summary"][0]["best_lr"]
+  assert rows[2]["seed"] == 1 and rows[2]["lr"] == best  # the second seed at the sweep's best lr
+  for r in rows:
+    assert r["train_flops_per_image"] > 0 and [p["step"] for p in r["curve"]] == [2, 4]
+    assert all(0 <= p["accuracy"] <= 1 and p["fid"] > 0 for p in r["curve"])
+    assert r["curve"][1]["train_flops"] == 2 * r["curve"][0]["train_flops"] == 4 * 32 * r["train_flops_per_image"]
+  assert out.with_suffix(".md").read_text().startswith("| size | model |")
+  assert out.with_suffix(".png").stat().st_size > 0
+  other = tmp_path / "other.json"  # the runs of another process of the same study join these
+  other.write_text(json.dumps({**result, "rows": [{**rows[0], "seed": 7}]}))
+  _run("bench.equal_compute", tmp_path, "--merge", str(other))  # every run is in the results: nothing is trained
+  assert json.loads(out.read_text())["rows"] == rows + [{**rows[0], "seed": 7}]
