@@ -9,7 +9,7 @@ The same holds for `jax.checkpoint`, which relies on the barrier.
 `after` makes values depend on a value of the backward (the cotangent) at run time, by a
 multiplication by 1 + 0 * t that no compiler pass can fold away (0 * t is NaN for
 infinite or NaN t, which then propagates, as the cotangent's own NaN would). It fuses
-into the consumers; on every backend it orders the recomputation after the cotangent.
+into the consumers and orders the recomputation after the cotangent.
 
 The same tie orders a backward's weight gradients before its input gradients are used:
 otherwise XLA:CPU's memory scheduler defers the weight-gradient dots (each waits on a
@@ -24,7 +24,11 @@ import jax.numpy as jnp
 def after(values, tokens):
   """values (a pytree of arrays), made to depend at run time on every array of tokens
   (a pytree). Each token is summed whole: from a single element, XLA would compute
-  only the slice of a concatenation or dot that the element comes from."""
+  only the slice of a concatenation or dot that the element comes from. Elsewhere than
+  on CPU an optimization barrier, which those backends keep (and no sums, which would be
+  cross-device reductions under a mesh)."""
+  if jax.default_backend() != "cpu":
+    return jax.lax.optimization_barrier((values, tokens))[0]
   t = sum(jnp.sum(a, dtype=jnp.float32) for a in jax.tree.leaves(tokens))
   one = 1 + 0 * t
 
