@@ -40,6 +40,7 @@ MAX_TIMED_TEMP_GIB = 8  # steps that plan more temporaries are compiled only (a 
 S_SIZES = {
     "GSPN-S/2 aligned": ("GSPN-S/2", dict(merge="aligned")),
     "GSPN-S/2 released": ("GSPN-S/2", dict(merge="released")),
+    "GSPN-S/2 aligned remat": ("GSPN-S/2", dict(merge="aligned", remat=True)),
     "DiT-S/2": ("DiT-S/2", {}),
 }
 XL_SIZES = {"GSPN-XL/2": ("GSPN-XL/2", {}), "DiT-XL/2": ("DiT-XL/2", {})}

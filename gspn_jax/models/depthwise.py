@@ -10,6 +10,8 @@ output gradient. GPUs keep the library (cuDNN) convolution.
 import jax
 import jax.numpy as jnp
 
+from gspn_jax.ops.barrier import after
+
 
 def _pad_same(x, kh, kw):
   return jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
@@ -60,11 +62,13 @@ def _fwd(x, kernel):
 
 
 def _bwd(res, g):
-  x, kernel = res
+  # Tied to g, the backward's padded copy of x is not merged with the forward's (which
+  # would keep that larger copy alive from the forward on, in place of x).
+  x, kernel = after(res, g)
   (kh, kw), (h, w) = kernel.shape[:2], x.shape[1:3]
   dx = _taps(_pad_same(g, kh, kw), kernel[::-1, ::-1], h, w)  # the adjoint: flipped taps
   dk = _filter_grad(_pad_same(x, kh, kw), g, kh, kw)
-  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+  return after(dx.astype(x.dtype), dk), dk.astype(kernel.dtype)  # dk first (see barrier.after)
 
 
 depthwise_taps.defvjp(_fwd, _bwd)

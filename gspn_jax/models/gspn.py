@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gspn_jax.models.block_vjp import call_block
 from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                     drop_path, forward_with_cfg, modulate, shard_batch, split_key,
                                     torch_conv_kernel, unpatchify, xavier_uniform, zeros)
@@ -88,10 +89,6 @@ class Block(nnx.Module):
     return shard_batch(z), shard_batch(residual)
 
 
-def _call_block(block, hidden, residual, skip, key, c):
-  return block(hidden, residual, skip, key, c)
-
-
 class GSPN(nnx.Module):
   """Class-conditional GSPN diffusion backbone: model(x, t, y) -> (B, H, W, 2C).
 
@@ -102,7 +99,8 @@ class GSPN(nnx.Module):
     merge: "aligned" (each direction scanned in place, outputs in the image frame) or
       "released" (input transposed/flipped, outputs merged unmapped; square grids only).
     drop_path_rate: stochastic depth, linear over blocks; class_dropout_prob: CFG label drop.
-    remat: rematerialise each block in the backward pass.
+    remat: rematerialise each block in the backward pass (only its inputs are saved;
+      see models/block_vjp.py).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay fp32.
     scan_impl: gspn_core implementation ("auto", "xla", "reference", "triton").
     conditioning: "additive" (released: c added to the input tokens and used by the final
@@ -149,7 +147,7 @@ class GSPN(nnx.Module):
     keys = split_key(key, self.depth + 3)
     c = shard_batch(self.t_embedder(t) + self.y_embedder(y, keys[-1]))
     hidden = shard_batch(self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype))
-    call = nnx.remat(_call_block) if self.remat else _call_block
+    call = functools.partial(call_block, remat=self.remat)
     cb = c.astype(self.dtype)
     residual, skips = None, []
     for i, blk in enumerate(self.in_blocks):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gspn_jax.ops import unrolled
+from gspn_jax.ops.barrier import after
 
 GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")
 MERGES = ("aligned", "released")
@@ -173,15 +174,16 @@ def _core_fwd(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
 
 
 def _core_bwd(chunk, merge, impl, residuals, dy):
-  # Tied to dy by a barrier, the recomputation can neither be merged with the forward's
-  # identical ops (CSE would keep the forward's projections alive until here) nor be
-  # scheduled before the cotangent exists.
-  residuals, dy = jax.lax.optimization_barrier((residuals, dy))
+  # Tied to dy (barrier.after), the recomputation can neither be merged with the
+  # forward's identical ops (CSE would keep the forward's projections alive until here)
+  # nor be scheduled before the cotangent exists.
+  residuals = after(residuals, dy)
   if impl != "xla":  # recompute through the Triton op's own custom_vjp
     _, vjp = jax.vjp(lambda *a: _forward(*a, chunk, merge, impl), *residuals)
     return vjp(dy)
   x, xp, w_gates, w_lam, w_u, w_d, m = residuals
   dx, dxp, dw, dm = _unrolled_bwd(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge, dy)
+  dx, dxp = after((dx, dxp), (dw, dm))  # the weight gradients are computed before dx, dxp are used
   d = x.shape[-1]
   dws = jnp.split(dw, [12 * d, 16 * d, 20 * d], axis=1)
   return (dx, dxp, *(g.astype(a.dtype) for g, a in zip(dws, (w_gates, w_lam, w_u, w_d))), dm.astype(m.dtype))
