@@ -6,12 +6,15 @@
 
 With --workdir the models train (and resume) there and every finished evaluation is written
 to the JSON at once: the same command rerun after an interruption skips what is done.
+--models, --objectives, --samplers and --nfe pick a part of the study (e.g. the rows of the
+targets first); parts run one after another into the same JSON add up.
 
 Each backbone is trained twice with the digits recipe (configs/digits.py) and equal steps:
 with DiT's diffusion (objective "ddpm") and with SiT's linear-path velocity objective
 ("flow"). Each model is then sampled at every NFE (model evaluations per image; guidance
 doubles the batch, not the count) with cfg 1.5: DDPM models by the ancestral sampler
-(respaced) and DPM-Solver++(2M), flow models by Euler, Heun (NFE / 2 steps) and the
+(respaced), DDIM, DPM-Solver++(2M) (also with static thresholding, and with time-uniform
+steps) and SDE-DPM-Solver++(2M), flow models by Euler, Heun (NFE / 2 steps) and the
 Euler-Maruyama SDE (SiT's default diffusion and last step); and judged like `make demo`
 (conditional accuracy and feature FID against held-out real digits).
 """
