@@ -43,6 +43,7 @@ TINY = {"DiT-tiny": ("DiT", dict(hidden_size=16, depth=2, num_heads=2, patch_siz
 SMOKE_SAMPLERS = "ddpm,dpm++ static,sde-dpm++,euler,heun,sde"
 SAMPLERS = {"ddpm": ("ddpm", "ddim", "dpm++", "sde-dpm++", "dpm++ static", "dpm++ time_uniform"),
             "flow": ("euler", "heun", "sde")}
+ALL_SAMPLERS = SAMPLERS["ddpm"] + SAMPLERS["flow"]
 # DPM-Solver++ variants: (sampler, its options): x0 clipped to [-1, 1]; steps uniform in t instead of logSNR.
 VARIANTS = {"dpm++ static": ("dpm++", {"dpm_thresholding": "static"}),
             "dpm++ time_uniform": ("dpm++", {"dpm_spacing": "time_uniform"})}
@@ -101,7 +102,9 @@ def plot(rows, path):
                          (axes[1], "fid_samples_vs_test", "classifier-feature FID")):
     for name in sorted({(r["model"], r["objective"], r["sampler"]) for r in rows}):
       pts = [(r["nfe"], r[key]) for r in rows if (r["model"], r["objective"], r["sampler"]) == name]
-      ax.plot(*zip(*pts), marker="o", label=" ".join(name), linestyle="-" if name[0].startswith("GSPN") else "--")
+      color = plt.cm.tab10(ALL_SAMPLERS.index(name[2]) % 10)  # one colour a sampler, one line style a backbone
+      ax.plot(*zip(*pts), marker="o", label=" ".join(name), color=color,
+              linestyle="-" if name[0].startswith("GSPN") else "--")
     ax.set_xscale("log")
     ax.set_xlabel("model evaluations per sample (NFE)")
     ax.set_title(title)
@@ -126,7 +129,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   nfes = [int(n) for n in args.nfe.split(",")]
   unknown = set(args.objectives.split(",")) - set(SAMPLERS)
-  unknown |= set((args.samplers or "").split(",")) - {"", *SAMPLERS["ddpm"], *SAMPLERS["flow"]}
+  unknown |= set((args.samplers or "").split(",")) - {"", *ALL_SAMPLERS}
   if unknown:
     raise ValueError(f"unknown objective or sampler {sorted(unknown)}; use {SAMPLERS}")
   if min(nfes) < 2:
