@@ -125,10 +125,11 @@ def test_against_diffusers_scheduler(monkeypatch, algorithm):
   key = jax.random.key(1)
   zs = [jax.random.normal(k, x_T.shape) for k in jax.random.split(key, 20)]  # the solver's noise draws
   x = torch.tensor(np.asarray(x_T, np.float64))
+  eps_fn = jax.jit(lambda x, t: _optimal_eps(x, jnp.full((x.shape[0],), t))[..., :1])
   for t, z in zip(sch.timesteps, zs):
-    eps = _optimal_eps(jnp.asarray(x.numpy()), jnp.full((256,), float(t)))[..., :1]
+    eps = eps_fn(jnp.asarray(x.numpy(), jnp.float32), float(t))
     x = sch.step(torch.tensor(np.asarray(eps, np.float64)), t, x, variance_noise=torch.tensor(np.asarray(z))).prev_sample
   monkeypatch.setattr(dpm_solver, "timesteps", lambda a, k, s="logSNR": (ts, np.exp(np.interp(ts, np.arange(1000),
                                                                                               np.log(ABAR)))))
-  ours = dpm_solver_pp_2m(_optimal_eps, ABAR, x_T, 20, algorithm=algorithm, key=key)
+  ours = jax.jit(lambda x: dpm_solver_pp_2m(_optimal_eps, ABAR, x, 20, algorithm=algorithm, key=key))(x_T)
   np.testing.assert_allclose(np.asarray(ours), x.numpy(), atol=1e-5)  # measured 9e-7 (float32 against float64)
