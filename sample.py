@@ -18,6 +18,7 @@ import pathlib
 import numpy as np
 
 from gspn_jax import errors, generate, sampling, validation
+from gspn_jax.transport import sampling as objective_sampling
 
 
 def parse_args(argv=None):
@@ -27,8 +28,9 @@ def parse_args(argv=None):
                                               "official DiT checkpoint (.pt)")
   p.add_argument("--cfg-scale", type=float, default=None, help="guidance scale >= 1; 1 = no guidance")
   p.add_argument("--num-sampling-steps", default=None, help='respaced steps, at least 2: e.g. 250 or "ddim50"')
-  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "euler", "heun", "dopri5", "sde"), default=None,
-                 help="DDPM runs: ddpm|ddim|dpm++; flow runs: euler|heun|dopri5|sde (default: the config's)")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "sde-dpm++", "euler", "heun", "dopri5", "sde"),
+                 default=None, help="DDPM runs: ddpm|ddim|dpm++|sde-dpm++; flow runs: euler|heun|dopri5|sde (default: "
+                                    "the config's)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--class-labels", default=None, help="comma-separated class indices (one grid column each)")
   p.add_argument("--per-class", type=int, default=None, help="samples per class (grid rows)")
@@ -36,6 +38,7 @@ def parse_args(argv=None):
   p.add_argument("--npz", action="store_true", help="also write the uint8 samples and labels as .npz")
   p.add_argument("--vae", default=None, help="latent models: diffusers VAE folder or hub id (default: the "
                                              "config's); with a DiT checkpoint also DiT's ema|mse (default ema)")
+  objective_sampling.add_dpm_flags(p)
   dit = p.add_argument_group("DiT's sample.py flags, with an official DiT checkpoint as --ckpt")
   dit.add_argument("--model", default=None, help="the DiT size, e.g. DiT-XL/2 (default)")
   dit.add_argument("--image-size", type=int, default=None, choices=(256, 512), help="default 256")
@@ -58,6 +61,8 @@ def check_args(args):
   if official and args.num_classes not in (None, 1000):
     raise errors.UsageError(f"--num-classes {args.num_classes}: DiT's checkpoints have 1000 classes")
   validation.check_sampling(args.cfg_scale, args.num_sampling_steps)
+  if args.dpm_spacing or args.dpm_thresholding:
+    objective_sampling.dpm_options(args.sampler, args.dpm_spacing, args.dpm_thresholding)
   try:
     labels = [int(c) for c in args.class_labels.split(",")] if args.class_labels else None
   except ValueError:
@@ -84,13 +89,15 @@ def main(argv=None):
           args.ckpt, model=args.model or "DiT-XL/2", image_size=args.image_size or 256, vae=args.vae or "ema",
           class_labels=labels, per_class=args.per_class or 1,
           cfg_scale=4.0 if args.cfg_scale is None else args.cfg_scale,
-          num_sampling_steps=args.num_sampling_steps or 250, sampler=args.sampler or "ddpm", seed=args.seed)
+          num_sampling_steps=args.num_sampling_steps or 250, sampler=args.sampler or "ddpm", seed=args.seed,
+          dpm_spacing=args.dpm_spacing, dpm_thresholding=args.dpm_thresholding)
       out = pathlib.Path(args.out or "sample.png")
     else:
       workdir, step = generate.resolve_checkpoint(args.workdir, args.ckpt)
       images, labels, settings = generate.sample_run(
           workdir, step=step, class_labels=labels, per_class=args.per_class, cfg_scale=args.cfg_scale,
-          num_sampling_steps=args.num_sampling_steps, sampler=args.sampler, seed=args.seed, vae=args.vae)
+          num_sampling_steps=args.num_sampling_steps, sampler=args.sampler, seed=args.seed, vae=args.vae,
+          dpm_spacing=args.dpm_spacing, dpm_thresholding=args.dpm_thresholding)
       out = pathlib.Path(args.out or workdir / f"sample_{settings['step']}.png")
     columns = len(set(labels.tolist()))
     small = images.shape[1] < 64  # upscale tiny images so the grid can be looked at

@@ -6,12 +6,15 @@
 
 With --workdir the models train (and resume) there and every finished evaluation is written
 to the JSON at once: the same command rerun after an interruption skips what is done.
+--models, --objectives, --samplers and --nfe pick a part of the study (e.g. the rows of the
+targets first); parts run one after another into the same JSON add up.
 
 Each backbone is trained twice with the digits recipe (configs/digits.py) and equal steps:
 with DiT's diffusion (objective "ddpm") and with SiT's linear-path velocity objective
 ("flow"). Each model is then sampled at every NFE (model evaluations per image; guidance
 doubles the batch, not the count) with cfg 1.5: DDPM models by the ancestral sampler
-(respaced) and DPM-Solver++(2M), flow models by Euler, Heun (NFE / 2 steps) and the
+(respaced), DDIM, DPM-Solver++(2M) (also with static thresholding, and with time-uniform
+steps) and SDE-DPM-Solver++(2M), flow models by Euler, Heun (NFE / 2 steps) and the
 Euler-Maruyama SDE (SiT's default diffusion and last step); and judged like `make demo`
 (conditional accuracy and feature FID against held-out real digits).
 """
@@ -33,11 +36,17 @@ from gspn_jax import digits_eval, sampling, train
 from gspn_jax.train_state import build_model, split_model
 from gspn_jax.transport import sampling as objective_sampling
 
-# The demo's GSPN (configs/digits.py, 213,540 parameters) and a DiT of the same width and depth (478,600).
+# The demo's GSPN with the released additive conditioning (213,540 parameters) and a DiT of the same width and depth (478,600).
 MODELS = {"GSPN": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, drop_path_rate=0.0)),
           "DiT": ("DiT", dict(hidden_size=64, depth=6, num_heads=4, patch_size=2))}
 TINY = {"DiT-tiny": ("DiT", dict(hidden_size=16, depth=2, num_heads=2, patch_size=2))}  # --smoke: every code path
-SAMPLERS = {"ddpm": ("ddpm", "dpm++"), "flow": ("euler", "heun", "sde")}
+SMOKE_SAMPLERS = "ddpm,dpm++ static,sde-dpm++,euler,heun,sde"
+SAMPLERS = {"ddpm": ("ddpm", "ddim", "dpm++", "sde-dpm++", "dpm++ static", "dpm++ time_uniform"),
+            "flow": ("euler", "heun", "sde")}
+ALL_SAMPLERS = SAMPLERS["ddpm"] + SAMPLERS["flow"]
+# DPM-Solver++ variants: (sampler, its options): x0 clipped to [-1, 1]; steps uniform in t instead of logSNR.
+VARIANTS = {"dpm++ static": ("dpm++", {"dpm_thresholding": "static"}),
+            "dpm++ time_uniform": ("dpm++", {"dpm_spacing": "time_uniform"})}
 
 
 def config_for(arch, kwargs, objective, steps):
@@ -61,23 +70,24 @@ def steps_for(sampler, nfe):
   return nfe
 
 
-def evaluate(config, state, nfes, per_class, classifier, done, save):
+def evaluate(config, state, samplers, nfes, per_class, classifier, done, save):
   """Judges every (sampler, NFE) not in done; save(row) after each."""
   graphdef, _, rest = split_model(build_model(config))
   labels = np.repeat(np.arange(10), per_class)
-  for sampler in SAMPLERS[config.objective]:
+  for label in samplers:
+    sampler, options = VARIANTS.get(label, (label, {}))
     for nfe in nfes:
       steps = steps_for(sampler, nfe)
-      if steps is None or (sampler, nfe) in done:
+      if steps is None or (label, nfe) in done:
         continue
       fn = objective_sampling.make_sampler(
-          graphdef, rest, sampler=sampler, image_shape=(8, 8, 1), num_classes=10, num_sampling_steps=str(steps),
+          graphdef, rest, sampler=sampler, **options, image_shape=(8, 8, 1), num_classes=10, num_sampling_steps=str(steps),
           cfg_scale=config.sample.cfg_scale, cfg_channels=1, **objective_sampling.objective_kwargs(config))
       t = time.time()
       samples = sampling.sample_in_batches(fn, state["ema"], labels, jax.random.key(1), batch_size=len(labels))
       report = digits_eval.evaluate_samples(samples, labels, classifier())
-      save({"sampler": sampler, "nfe": nfe, "steps": steps, "sample_s": time.time() - t, **report})
-      print(config.model.name, config.objective, sampler, nfe, f"{report['conditional_accuracy']:.3f}",
+      save({"sampler": label, "nfe": nfe, "steps": steps, "sample_s": time.time() - t, **report})
+      print(config.model.name, config.objective, label, nfe, f"{report['conditional_accuracy']:.3f}",
             f"{report['fid_samples_vs_test']:.1f}", file=sys.stderr)
 
 
@@ -92,7 +102,9 @@ def plot(rows, path):
                          (axes[1], "fid_samples_vs_test", "classifier-feature FID")):
     for name in sorted({(r["model"], r["objective"], r["sampler"]) for r in rows}):
       pts = [(r["nfe"], r[key]) for r in rows if (r["model"], r["objective"], r["sampler"]) == name]
-      ax.plot(*zip(*pts), marker="o", label=" ".join(name), linestyle="-" if name[0].startswith("GSPN") else "--")
+      color = plt.cm.tab10(ALL_SAMPLERS.index(name[2]) % 10)  # one colour a sampler, one line style a backbone
+      ax.plot(*zip(*pts), marker="o", label=" ".join(name), color=color,
+              linestyle="-" if name[0].startswith("GSPN") else "--")
     ax.set_xscale("log")
     ax.set_xlabel("model evaluations per sample (NFE)")
     ax.set_title(title)
@@ -110,16 +122,22 @@ def main(argv=None):
   p.add_argument("--eval-per-class", type=int, default=50, help="judged samples per class (as make demo)")
   p.add_argument("--nfe", default="4,10,20,50,100,250", help="model evaluations per sample")
   p.add_argument("--models", default="GSPN,DiT")
+  p.add_argument("--objectives", default="ddpm,flow")
+  p.add_argument("--samplers", default=None, help="a subset of the objectives' samplers (default: all)")
   p.add_argument("--workdir", default=None, help="train and resume here (default: a temporary directory)")
   p.add_argument("--out", default=None)
   args = p.parse_args(argv)
   nfes = [int(n) for n in args.nfe.split(",")]
+  unknown = set(args.objectives.split(",")) - set(SAMPLERS)
+  unknown |= set((args.samplers or "").split(",")) - {"", *ALL_SAMPLERS}
+  if unknown:
+    raise ValueError(f"unknown objective or sampler {sorted(unknown)}; use {SAMPLERS}")
   if min(nfes) < 2:
     raise ValueError(f"--nfe {args.nfe}: every sampler needs at least 2 evaluations")
   models = TINY if args.smoke else {k: MODELS[k] for k in args.models.split(",")}
   steps, per_class = (3, 2) if args.smoke else (args.steps, args.eval_per_class)
   if args.smoke:
-    nfes = [4]
+    nfes, args.samplers = [4], args.samplers or SMOKE_SAMPLERS
   name = "flow_smoke" if args.smoke else "flow"
   path = pathlib.Path(args.out or RESULTS / f"{name}_{device_name().replace(':', '_')}.json")
   rows = json.loads(path.read_text())["rows"] if args.workdir and path.exists() else []
@@ -132,10 +150,11 @@ def main(argv=None):
     tmp.replace(path)  # atomic: an interrupted write leaves the last complete file
 
   for label, (arch, kwargs) in models.items():
-    for objective in SAMPLERS:
+    for objective in args.objectives.split(","):
       config = config_for(arch, kwargs, objective, steps)
+      samplers = [s for s in SAMPLERS[objective] if args.samplers is None or s in args.samplers.split(",")]
       done = {(r["sampler"], r["nfe"]) for r in rows if (r["model"], r["objective"]) == (label, objective)}
-      if all((s, n) in done or steps_for(s, n) is None for s in SAMPLERS[objective] for n in nfes):
+      if all((s, n) in done or steps_for(s, n) is None for s in samplers for n in nfes):
         continue
       with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(args.workdir or tmp) / f"{label}_{objective}"
@@ -143,7 +162,7 @@ def main(argv=None):
         state, _ = train.train_and_evaluate(config, workdir)  # resumes from workdir's checkpoint
         meta = {"model": label, "objective": objective, "train_steps": steps, "batch": config.batch_size,
                 "train_s": time.time() - t}
-        evaluate(config, state, nfes, per_class, classifier, done, lambda r: save({**meta, **r}))
+        evaluate(config, state, samplers, nfes, per_class, classifier, done, lambda r: save({**meta, **r}))
   nfe_cols = sorted({r["nfe"] for r in rows})
   table = [f"| model | objective | sampler | {' | '.join(f'NFE {n}' for n in nfe_cols)} |",
            "|---|---|---|" + "---|" * len(nfe_cols)]

@@ -119,9 +119,10 @@ def parse_args(argv=None):
   p.add_argument("--global-batch", type=int, default=256, help="samples per chunk, over all devices")
   p.add_argument("--cfg-scale", type=float, default=1.5)
   p.add_argument("--num-sampling-steps", default="250")
-  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "euler", "heun", "dopri5", "sde"), default=None,
-                 help="default: ddpm, or a flow run's configured sampler")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm++", "sde-dpm++", "euler", "heun", "dopri5", "sde"),
+                 default=None, help="default: ddpm, or a flow run's configured sampler")
   p.add_argument("--seed", type=int, default=0)
+  objective_sampling.add_dpm_flags(p)
   errors.add_verbosity_flag(p)
   return p.parse_args(argv)
 
@@ -133,11 +134,13 @@ def main(argv=None):
     objective = objective_sampling.run_objective(args.workdir, args.ckpt)  # the run's config only, no weights
     args.sampler = args.sampler or objective["default_sampler"]
     objective_sampling.check_sampler(objective["objective"], args.sampler)
+    dpm = objective_sampling.dpm_options(args.sampler, args.dpm_spacing, args.dpm_thresholding)
     settings = check_args(args)
     graphdef, rest, params, decode, image_shape, num_classes, cfg_channels = _model_from_args(args, settings["step"])
     sample_fn = objective_sampling.make_sampler(
         graphdef, rest, image_shape=image_shape, num_classes=num_classes, num_sampling_steps=args.num_sampling_steps,
-        sampler=args.sampler, cfg_scale=args.cfg_scale, cfg_channels=cfg_channels, **objective["kwargs"])
+        sampler=args.sampler, cfg_scale=args.cfg_scale, cfg_channels=cfg_channels,
+        **dpm, **objective["kwargs"])
     final = generate(sample_fn, params, decode, out=args.out, num_samples=args.num_samples,
                      global_batch=args.global_batch, num_classes=num_classes, seed=args.seed)
     print(f"wrote {final} ({args.num_samples} samples{_from(settings)})")
@@ -167,7 +170,9 @@ def check_args(args):
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first (python main.py --workdir "
                               f"{workdir})")
-  settings = {**{k: v for k, v in vars(args).items() if k not in ("ckpt", "verbosity")}, "step": step}
+  # DPM-Solver++ options only where given: folders written before they existed resume unchanged
+  settings = {**{k: v for k, v in vars(args).items() if k not in ("ckpt", "verbosity")
+                and not (k.startswith("dpm_") and v is None)}, "step": step}
   previous = out / "settings.json"
   if previous.exists():
     before = json.loads(previous.read_text())

@@ -69,7 +69,8 @@ def base_config():
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_sampling_steps = "250"
-  c.sample.sampler = "ddpm"       # ddpm objective: "ddpm" (ancestral), "ddim" (eta = 0), "dpm++" (DPM-Solver++ 2M);
+  c.sample.sampler = "ddpm"       # ddpm objective: "ddpm" (ancestral), "ddim" (eta = 0), "dpm++" (DPM-Solver++ 2M),
+                                  # "sde-dpm++" (its SDE form);
                                   # flow: "euler", "heun", "dopri5" (adaptive) or "sde" (Euler-Maruyama)
   c.sample.flow = ml_collections.ConfigDict()  # flow samplers' options (SiT's defaults)
   c.sample.flow.atol = 1e-6       # dopri5 tolerances

@@ -90,18 +90,20 @@ def decoder_for(config, vae=None):
 
 
 def sample_run(workdir, *, step=None, class_labels=None, per_class=None, cfg_scale=None,
-               num_sampling_steps=None, sampler=None, seed=0, batch_size=256, vae=None):
+               num_sampling_steps=None, sampler=None, seed=0, batch_size=256, vae=None, dpm_spacing=None,
+               dpm_thresholding=None):
   """Samples of a run with its stored sampling settings, each overridable.
 
   Returns (uint8 images (N, H, W, C), labels, the settings used)."""
   stored = load_config(workdir)  # a flow run refuses DDPM samplers (and vice versa) before loading weights
   objective_sampling.check_sampler(objective_sampling.objective_of(stored), sampler or stored.sample.sampler)
+  dpm = objective_sampling.dpm_options(sampler or stored.sample.sampler, dpm_spacing, dpm_thresholding)
   config, graphdef, rest, ema, step = load_ema(workdir, step)
   decode = decoder_for(config, vae)
   s = config.sample
   settings = {"step": step, "cfg_scale": s.cfg_scale if cfg_scale is None else cfg_scale,
               "num_sampling_steps": str(num_sampling_steps or s.num_sampling_steps),
-              "sampler": sampler or s.sampler, "seed": seed, "cfg_channels": s.cfg_channels}
+              "sampler": sampler or s.sampler, "seed": seed, "cfg_channels": s.cfg_channels, **dpm}
   image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
   labels = grid_labels(class_labels if class_labels is not None else s.grid_classes, per_class or s.grid_per_class,
                        config.data.num_classes)
@@ -110,7 +112,8 @@ def sample_run(workdir, *, step=None, class_labels=None, per_class=None, cfg_sca
 
 
 def sample_official_dit(path, *, model="DiT-XL/2", image_size=256, vae="ema", class_labels=None, per_class=1,
-                        cfg_scale=4.0, num_sampling_steps=250, sampler="ddpm", seed=0, batch_size=256):
+                        cfg_scale=4.0, num_sampling_steps=250, sampler="ddpm", seed=0, batch_size=256,
+                        dpm_spacing=None, dpm_thresholding=None):
   """DiT's sample.py on an official checkpoint: its defaults (cfg 4.0, 250 DDPM steps,
   its eight labels), decoded by the SD VAE (`vae`: "ema", "mse", a folder or hub id)."""
   from gspn_jax.vae import load_decoder
@@ -118,7 +121,8 @@ def sample_official_dit(path, *, model="DiT-XL/2", image_size=256, vae="ema", cl
   graphdef, rest, params, image_shape = load_official_dit(path, model, image_size)
   decode = load_decoder(DIT_VAES.get(vae, vae))
   settings = {"ckpt": str(path), "model": model, "cfg_scale": cfg_scale, "num_sampling_steps": str(num_sampling_steps),
-              "sampler": sampler, "seed": seed, "cfg_channels": 3}
+              "sampler": sampler, "seed": seed, "cfg_channels": 3,
+              **objective_sampling.dpm_options(sampler, dpm_spacing, dpm_thresholding)}
   labels = grid_labels(class_labels if class_labels is not None else DIT_CLASS_LABELS, per_class, 1000)
   return _sample(graphdef, rest, params, decode, image_shape, 1000, labels, settings, 1000, batch_size,
                  {"objective": "ddpm"})
@@ -138,6 +142,6 @@ def _sample(graphdef, rest, params, decode, image_shape, num_classes, labels, se
       graphdef, rest, image_shape=image_shape, num_classes=num_classes,
       num_sampling_steps=settings["num_sampling_steps"], sampler=settings["sampler"],
       cfg_scale=settings["cfg_scale"], cfg_channels=settings["cfg_channels"], diffusion_steps=diffusion_steps,
-      **objective_kwargs)
+      **{k: v for k, v in settings.items() if k.startswith("dpm_")}, **objective_kwargs)
   samples = sampling.sample_in_batches(sample_fn, params, labels, jax.random.key(settings["seed"]), batch_size)
   return sampling.to_uint8(decode(samples)), labels, settings

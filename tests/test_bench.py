@@ -105,8 +105,8 @@ def test_flow_benchmark_smoke_and_resume(tmp_path):
   run_ok(["-m", "bench.flow", "--smoke", "--out", str(out), "--workdir", str(tmp_path / "runs")], timeout=900)
   assert json.loads(out.read_text())["rows"] == result["rows"]  # all done: nothing trained or sampled again
   got = {(r["objective"], r["sampler"], r["nfe"], r["steps"]) for r in result["rows"]}
-  assert got == {("ddpm", "ddpm", 4, 4), ("ddpm", "dpm++", 4, 4), ("flow", "euler", 4, 4), ("flow", "heun", 4, 2),
-                 ("flow", "sde", 4, 4)}
+  assert got == {("ddpm", "ddpm", 4, 4), ("ddpm", "dpm++ static", 4, 4), ("ddpm", "sde-dpm++", 4, 4),
+                 ("flow", "euler", 4, 4), ("flow", "heun", 4, 2), ("flow", "sde", 4, 4)}
   assert all(0 <= r["conditional_accuracy"] <= 1 and np.isfinite(r["fid_samples_vs_test"]) for r in result["rows"])
   assert out.with_suffix(".md").read_text().startswith("| model | objective | sampler | NFE 4 |")
   from PIL import Image

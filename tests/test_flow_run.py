@@ -49,6 +49,8 @@ def test_a_ddpm_run_refuses_flow_samplers_before_loading(tmp_path):
   save_config(tmp_path, tiny_config())  # a run's stored config; no checkpoint is needed to refuse
   with pytest.raises(ValueError, match="objective 'ddpm'; use --sampler ddpm"):
     generate.sample_run(tmp_path, sampler="heun")
+  with pytest.raises(ValueError, match="--dpm-spacing: options of DPM-Solver"):
+    generate.sample_run(tmp_path, sampler="ddim", dpm_spacing="time_uniform")
   with pytest.raises(ValueError, match="config.sample.sampler"):
     config_lib.validate(tiny_flow_config(**{"sample.sampler": "ddim"}))
   with pytest.raises(ValueError, match="prediction"):
@@ -57,9 +59,15 @@ def test_a_ddpm_run_refuses_flow_samplers_before_loading(tmp_path):
     config_lib.validate(tiny_flow_config(**{"sample.flow.guidance_interval": (0.8, 0.2)}))
 
 
-def test_dpm_solver_samples_a_ddpm_model_with_guidance():
+@pytest.mark.parametrize("sampler,options", [("dpm++", {}), ("sde-dpm++", {"dpm_thresholding": "static"})])
+def test_dpm_solver_samples_a_ddpm_model_with_guidance(sampler, options):
   graphdef, params, rest = split_model(build_model(tiny_config(**TINY_DIT)))
-  sample = objective_sampling.make_sampler(graphdef, rest, sampler="dpm++", image_shape=(8, 8, 1), num_classes=10,
-                                           num_sampling_steps="4", cfg_scale=2.0, cfg_channels=1)
+  sample = objective_sampling.make_sampler(graphdef, rest, sampler=sampler, image_shape=(8, 8, 1), num_classes=10,
+                                           num_sampling_steps="4", cfg_scale=2.0, cfg_channels=1, **options)
   out = np.asarray(sample(params, jax.numpy.array([1, 2, 3]), jax.random.key(0)))
   assert out.shape == (3, 8, 8, 1) and np.isfinite(out).all()
+  if options:  # the last step returns the thresholded data prediction
+    assert np.abs(out).max() <= 1
+  with pytest.raises(ValueError, match="--dpm-spacing 'karras'"):
+    objective_sampling.make_sampler(graphdef, rest, sampler=sampler, image_shape=(8, 8, 1), num_classes=10,
+                                    dpm_spacing="karras")

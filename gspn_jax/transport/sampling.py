@@ -17,7 +17,8 @@ from gspn_jax.transport.path import expand_t_like_x
 from gspn_jax.transport.transport import Transport
 
 FLOW_SAMPLERS = ("euler", "heun", "dopri5", "sde")
-DDPM_SAMPLERS = ("ddpm", "ddim", "dpm++")
+DDPM_SAMPLERS = ("ddpm", "ddim", "dpm++", "sde-dpm++")
+DPM_SAMPLERS = {"dpm++": "dpmsolver++", "sde-dpm++": "sde-dpmsolver++"}  # sampler -> DPM-Solver++ algorithm
 OBJECTIVES = {"ddpm": DDPM_SAMPLERS, "flow": FLOW_SAMPLERS}
 LAST_STEPS = (None, "Mean", "Tweedie", "Euler")
 
@@ -133,36 +134,65 @@ def make_flow_sampler(graphdef, rest, *, transport, image_shape, num_classes, sa
   return jax.jit(sample)
 
 
+def add_dpm_flags(parser):
+  """DPM-Solver++'s options as command-line flags (sample.py, fid.generate)."""
+  from gspn_jax.diffusion import dpm_solver
+
+  g = parser.add_argument_group("DPM-Solver++ (--sampler dpm++|sde-dpm++)")
+  g.add_argument("--dpm-spacing", choices=dpm_solver.SPACINGS, default=None,
+                 help="where the steps fall: uniform in logSNR (default), in t, or in sqrt(t)")
+  g.add_argument("--dpm-thresholding", choices=dpm_solver.THRESHOLDINGS, default=None,
+                 help="x0 clipped to [-1, 1] (static) or by its 0.995-quantile (dynamic); default none")
+
+
+def dpm_options(sampler, spacing=None, thresholding=None):
+  """make_sampler's DPM-Solver++ options from the flags; refuses them for another sampler."""
+  given = {k: v for k, v in (("dpm_spacing", spacing), ("dpm_thresholding", thresholding)) if v is not None}
+  if given and sampler not in DPM_SAMPLERS:
+    flags = ", ".join("--" + k.replace("_", "-") for k in given)
+    raise UsageError(f"{flags}: options of DPM-Solver++, not of sampler {sampler or 'ddpm'!r}; add --sampler dpm++ "
+                     "or sde-dpm++")
+  return given
+
+
 def make_dpm_sampler(graphdef, rest, *, image_shape, num_classes, num_sampling_steps=20, cfg_scale=1.5,
-                     cfg_channels=3, diffusion_steps=1000):
-  """A jitted sample(params, labels, key) with DPM-Solver++(2M) for a DDPM (epsilon) model."""
+                     cfg_channels=3, diffusion_steps=1000, sampler="dpm++", dpm_spacing="logSNR",
+                     dpm_thresholding="none"):
+  """A jitted sample(params, labels, key) with DPM-Solver++(2M) ("dpm++") or SDE-DPM-Solver++(2M)
+  ("sde-dpm++") for a DDPM (epsilon) model."""
   from gspn_jax.diffusion import create_diffusion
-  from gspn_jax.diffusion.dpm_solver import dpm_solver_pp_2m
+  from gspn_jax.diffusion import dpm_solver
 
   alphas_cumprod = create_diffusion("", diffusion_steps=diffusion_steps).alphas_cumprod
   if not str(num_sampling_steps).isdigit():
     raise UsageError(f"--num-sampling-steps {num_sampling_steps!r}: DPM-Solver++ takes a number of steps, e.g. 20")
+  if dpm_spacing not in dpm_solver.SPACINGS:
+    raise UsageError(f"--dpm-spacing {dpm_spacing!r}; use one of {'|'.join(dpm_solver.SPACINGS)}")
+  if dpm_thresholding not in dpm_solver.THRESHOLDINGS:
+    raise UsageError(f"--dpm-thresholding {dpm_thresholding!r}; use one of {'|'.join(dpm_solver.THRESHOLDINGS)}")
 
   def sample(params, labels, key):
     model = nnx.merge(graphdef, params, rest)
-    z = jax.random.normal(jax.random.split(key)[0], (labels.shape[0],) + tuple(image_shape))
+    k_noise, k_loop = jax.random.split(key)
+    z = jax.random.normal(k_noise, (labels.shape[0],) + tuple(image_shape))
     fn = guided_model(model, labels, num_classes=num_classes, cfg_scale=cfg_scale, cfg_channels=cfg_channels)
-    return dpm_solver_pp_2m(fn, alphas_cumprod, z, int(num_sampling_steps))
+    return dpm_solver.dpm_solver_pp_2m(fn, alphas_cumprod, z, int(num_sampling_steps), spacing=dpm_spacing,
+                                       algorithm=DPM_SAMPLERS[sampler], thresholding=dpm_thresholding, key=k_loop)
 
   return jax.jit(sample)
 
 
 def make_sampler(graphdef, rest, *, sampler, objective="ddpm", transport=None, flow=None, diffusion_steps=1000,
                  **kwargs):
-  """Any sampler for a model of either objective: ddpm|ddim (gspn_jax.sampling), dpm++, or a
+  """Any sampler for a model of either objective: ddpm|ddim (gspn_jax.sampling), dpm++|sde-dpm++, or a
   flow sampler with the solver options `flow` (config.sample.flow)."""
   from gspn_jax import sampling
 
   check_sampler(objective, sampler)
   if sampler in ("ddpm", "ddim"):
     return sampling.make_sampler(graphdef, rest, sampler=sampler, diffusion_steps=diffusion_steps, **kwargs)
-  if sampler == "dpm++":
-    return make_dpm_sampler(graphdef, rest, diffusion_steps=diffusion_steps, **kwargs)
+  if sampler in DPM_SAMPLERS:
+    return make_dpm_sampler(graphdef, rest, sampler=sampler, diffusion_steps=diffusion_steps, **kwargs)
   return make_flow_sampler(graphdef, rest, transport=transport, sampler=sampler, **flow_solver_kwargs(flow), **kwargs)
 
 
