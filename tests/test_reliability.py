@@ -137,8 +137,9 @@ def test_kwargs_foreign_to_the_family_ignored():
 
   from gspn_jax.train_state import build_model
 
-  config = tiny_config(**{"model.name": "DiT", "model.kwargs.num_heads": 2})  # a GSPN config's drop_path_rate
-  assert validation.check_run(config, 1) == ["config.model.kwargs drop_path_rate do not apply to DiT; ignored"]
+  config = tiny_config(**{"model.name": "DiT", "model.kwargs.num_heads": 2})  # a GSPN config's options
+  assert validation.check_run(config, 1) == [
+      "config.model.kwargs conditioning, drop_path_rate do not apply to DiT; ignored"]
   assert type(nnx.eval_shape(lambda: build_model(config))).__name__ == "DiT"
 
 
