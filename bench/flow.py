@@ -92,10 +92,7 @@ def evaluate(config, state, samplers, nfes, per_class, classifier, done, save):
 
 
 def plot(rows, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from bench.plots import plt, save
 
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   for ax, key, title in ((axes[0], "conditional_accuracy", "conditional accuracy"),
@@ -110,9 +107,7 @@ def plot(rows, path):
     ax.set_title(title)
   axes[1].set_yscale("log")
   axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  save(fig, path)
 
 
 def main(argv=None):

@@ -150,10 +150,7 @@ def predict_case(name, shape, chunk, dtype, version="v2"):
 
 
 def plot(rows, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from bench.plots import plt, save
 
   fig, ax = plt.subplots(figsize=(10, 4))
   v2 = [r for r in rows if r["version"] == "v2"]
@@ -170,6 +167,4 @@ def plot(rows, path):
   ax.set_ylabel("minimum bytes / time / 3.0 TB/s")
   ax.set_title("A GSPN layer's kernels on an H100: PREDICTED from the compiled program, not measured")
   ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path, dpi=120)

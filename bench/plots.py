@@ -1,9 +1,17 @@
-"""PNG plots of bench/compare.py results, for the README."""
+"""PNG plots of the benchmarks' results, for the README."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save(fig, path, dpi=100):
+  """Lays the figure out, writes it and frees it; returns the path."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
 
 
 def _lines(ax, rows, x, y, by):
@@ -26,10 +34,7 @@ def plot_compare(payload, stem, device):
     ax.set_yscale("log")
     ax.legend()
   fig.suptitle(f"{' vs '.join(sorted({r['model'] for r in models}))} on {device}")
-  fig.tight_layout()
-  paths.append(f"{stem}_models.png")
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  paths.append(save(fig, f"{stem}_models.png"))
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for key in [k for k in layer[0] if k.endswith("_ms")]:
@@ -42,10 +47,7 @@ def plot_compare(payload, stem, device):
   ax.set_ylabel("ms")
   ax.set_title(f"one layer, {layer[0]['channels']} channels, on {device}")
   ax.legend()
-  fig.tight_layout()
-  paths.append(f"{stem}_layer.png")
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  paths.append(save(fig, f"{stem}_layer.png"))
   return paths
 
 
@@ -67,7 +69,4 @@ def plot_equal_compute(summary, path, device):
   axes[1].set_yscale("log")
   axes[0].legend(fontsize=7)
   fig.suptitle(f"GSPN vs DiT at equal training FLOPs on the digits ({device})")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save(fig, path)

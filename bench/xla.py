@@ -125,10 +125,7 @@ def ratios(rows):
 
 
 def plot(rows, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from bench.plots import plt, save
 
   keys = [("gflop", "GFLOP / step"), ("gb_accessed", "GB accessed / step"), ("temp_gib", "temp memory (GiB)"),
           ("s_per_step_min", "CPU s / step")]
@@ -144,9 +141,7 @@ def plot(rows, path):
     ax.set_yscale("log")
     ax.set_title(title)
   axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  save(fig, path)
 
 
 def main(argv=None):

@@ -188,6 +188,7 @@ def sample_runs(tmp_path_factory):
       "outdir": ["--out", str(tmp)], "outlocked": ["--out", str(locked / "grid.png")],
       "ditflags": ["--model", "DiT-XL/2", "--image-size", "256"],
       "ditmissing": ["--model", "DiT-XL/2", "--ckpt", str(tmp / "DiT-XL-2-256x256.pt")],
+      "dpmflags": ["--sampler", "ddim", "--dpm-spacing", "time_uniform", "--out", str(tmp / "grid.png")],
   }
   workdir = tmp / "no_run"
   results = run_each("sample.py", [["--workdir", str(workdir)] + a for a in cases.values()], timeout=600)
@@ -226,6 +227,13 @@ def test_dit_flags_point_to_the_checkpoint(sample_runs):
   assert code == 2 and "--model, --image-size are DiT's flags" in error_line(err)
   code, err = sample_runs[1]["ditmissing"]
   assert code == 2 and "DiT-XL-2-256x256.pt: no such file" in error_line(err)
+
+
+def test_dpm_flags_refused_for_other_samplers(sample_runs):
+  tmp, runs = sample_runs
+  code, err = runs["dpmflags"]
+  assert code == 2 and "--dpm-spacing: options of DPM-Solver++, not of sampler 'ddim'" in error_line(err)
+  assert not (tmp / "grid.png").exists()  # refused before anything was sampled or written
 
 
 def test_config_errors_one_line(tmp_path):
