@@ -40,16 +40,21 @@ from gspn_jax.diffusion import create_diffusion
 from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, make_train_step, split_model
 
 G = dict(drop_path_rate=0.0)  # no stochastic depth for any model, as the digits default
+A = dict(conditioning="adaln", **G)
+N = dict(core_norm=True, **A)  # GSPN-adaln-norm: adaLN-Zero and a LayerNorm on each core's output
 # Per size, DiT's depth/width is the one whose counted FLOPs come nearest GSPN-additive's.
 SIZES = {
     "XS/2": {"GSPN-additive": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **G)),
-             "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, conditioning="adaln", **G)),
+             "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **A)),
+             "GSPN-adaln-norm": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **N)),
              "DiT": ("DiT", dict(hidden_size=32, depth=4, num_heads=2, patch_size=2))},
     "S/2": {"GSPN-additive": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **G)),
-            "GSPN-adaln": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, conditioning="adaln", **G)),
+            "GSPN-adaln": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **A)),
+            "GSPN-adaln-norm": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **N)),
             "DiT": ("DiT", dict(hidden_size=64, depth=4, num_heads=4, patch_size=2))},
     "XS/1": {"GSPN-additive": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, **G)),
-             "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, conditioning="adaln", **G)),
+             "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, **A)),
+             "GSPN-adaln-norm": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, **N)),
              "DiT": ("DiT", dict(hidden_size=28, depth=4, num_heads=2, patch_size=1))},
 }
 # The smoke run checks the study's mechanics (FLOP count, sweep, best-lr seed, resume, outputs)

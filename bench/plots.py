@@ -70,3 +70,36 @@ def plot_equal_compute(summary, path, device):
   axes[0].legend(fontsize=7)
   fig.suptitle(f"GSPN vs DiT at equal training FLOPs on the digits ({device})")
   return save(fig, path)
+
+
+def plot_stability(rows, path, device):
+  """bench.stability's curves: a colour per (size, model, variant), a line style per lr; block
+  statistics are the maximum over blocks (GSPN-only panels stay empty for DiT)."""
+  runs = list(dict.fromkeys((r["size"], r["model"]) for r in rows))
+  colours = {k: f"C{i}" for i, k in enumerate(runs)}
+  styles = {lr: st for lr, st in zip(sorted({r["lr"] for r in rows}), ("-", "--", ":", "-."))}
+  panels = (("loss", "training loss (10-step mean)"), ("grad_norm", "gradient norm (before clipping)"),
+            ("update_ratio", "max update / parameter norm over groups"), ("residual", "residual stream rms"),
+            ("pre_square", "GSPN: squared-ReLU input rms"), ("gate_logit", "GSPN: gate logit rms"),
+            ("h", "GSPN: propagated state h rms"), ("core_gain", "GSPN: core output / input rms"))
+  fig, axes = plt.subplots(2, 4, figsize=(20, 8))
+  for ax, (key, title) in zip(axes.flat, panels):
+    for r in rows:
+      kw = dict(color=colours[(r["size"], r["model"])], linestyle=styles[r["lr"]], linewidth=1,
+                label=f"{r['size']} {r['model']} lr {r['lr']:g}")
+      if key == "loss":
+        mean = [sum(r[key][i:i + 10]) / len(r[key][i:i + 10]) for i in range(0, len(r[key]), 10)]
+        ax.plot(range(10, 10 * len(mean) + 1, 10), mean, **kw)
+      elif key == "grad_norm":
+        ax.plot(range(1, len(r[key]) + 1), r[key], **kw)
+      elif key == "update_ratio":
+        pts = [(p["step"], max(g["update_ratio"] for g in p["groups"].values())) for p in r["points"] if "groups" in p]
+        ax.plot(*zip(*pts), **kw)
+      elif key in r["points"][0]["blocks"][0]:
+        ax.plot([p["step"] for p in r["points"]], [max(b[key] for b in p["blocks"]) for p in r["points"]], **kw)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+  axes[0, 0].legend(fontsize=6)
+  fig.suptitle(f"training stability on the digits ({device})")
+  return save(fig, path)

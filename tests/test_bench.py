@@ -150,3 +150,23 @@ def test_equal_compute_smoke_sweeps_lr_then_seeds_the_best_and_resumes(tmp_path)
   other.write_text(json.dumps({**result, "rows": [{**rows[0], "seed": 7}]}))
   _run("bench.equal_compute", tmp_path, "--merge", str(other))  # every run is in the results: nothing is trained
   assert json.loads(out.read_text())["rows"] == rows + [{**rows[0], "seed": 7}]
+
+
+def test_stability_smoke_records_gspn_internals_and_resumes(tmp_path):
+  result, out = _run("bench.stability", tmp_path)
+  rows = result["rows"]
+  assert [r["model"] for r in rows] == ["GSPN-adaln", "DiT"]
+  for r in rows:
+    assert len(r["loss"]) == len(r["grad_norm"]) == 4 and np.isfinite(r["loss"]).all()
+    assert [p["step"] for p in r["points"]] == [0, 2, 4]
+    assert all(p["probe_error"] < 1e-5 for p in r["points"])  # the probe's forward is the model's
+    ratios = r["points"][1]["groups"]
+    assert ratios["x_embedder.proj"]["update_ratio"] > 0 and ratios["final_layer.linear"]["update_ratio"] > 0
+  gspn = rows[0]["points"][-1]
+  assert {"spn.w_conv_up", "spn.l_conv_up", "spn.u_conv_up", "spn.d_conv"} <= set(rows[0]["points"][0]["groups"])
+  assert len(gspn["blocks"]) == 3 and all(b["gate_logit"] > 0 and b["h"] > 0 and 1 / 3 <= b["gate_max"] <= 1
+                                          for b in gspn["blocks"])
+  assert set(rows[0]["digest"]["first_growth"]) >= {"gate_logit", "lambda", "h", "residual", "branch"}
+  assert out.with_suffix(".png").stat().st_size > 0
+  _run("bench.stability", tmp_path)  # resumed: every run is there, nothing is trained again
+  assert json.loads(out.read_text())["rows"] == rows

@@ -192,3 +192,10 @@ def test_adaln_conditioning_starts_as_the_released_model_and_conditions_every_bl
   assert not np.allclose(a, b)  # the label reaches the block directly, not only through its input
   with pytest.raises(ValueError, match="conditioning"):
     tiny_gspn(conditioning="film")
+
+
+def test_core_norm_adds_a_layernorm_per_block_and_is_off_by_default():
+  shape = lambda **kw: nnx.eval_shape(lambda: tiny_gspn(**kw))
+  released, normed = shape(), shape(core_norm=True)
+  assert all(blk.core_norm is None for blk in [*released.in_blocks, released.mid_block, *released.out_blocks])
+  assert count_params(normed) - count_params(released) == 5 * 2 * 32  # 5 blocks, scale and bias of width 32

@@ -51,9 +51,11 @@ class GSPNCore(nnx.Module):
 class Block(nnx.Module):
   """Mamba-style (hidden, residual) block: LN -> in_proj -> dw7x7 -> GSPN -> 1x1 -> dw3x3
   -> squared ReLU -> out_proj; decoder blocks first fuse the U-ViT long skip. With
-  adaLN conditioning the LN output is modulated by c and the block output gated by it."""
+  adaLN conditioning the LN output is modulated by c and the block output gated by it;
+  with core_norm the GSPN output is layer-normalised before the 1x1."""
 
-  def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs, adaln=False):
+  def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs, adaln=False,
+               core_norm=False):
     d = hidden_size
     self.drop_path = drop_path
     self.dtype = dtype
@@ -63,6 +65,7 @@ class Block(nnx.Module):
     self.in_proj = xav(d, d, use_bias=False)
     self.conv2d = DepthwiseConv(d, 7, use_bias=True, dtype=dtype, rngs=rngs)
     self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs)
+    self.core_norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs) if core_norm else None
     self.out_conv = nnx.Linear(d, d, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype, rngs=rngs)
     self.out_dconv = DepthwiseConv(d, 3, use_bias=False, dtype=dtype, rngs=rngs)
     self.out_proj = xav(d, d, use_bias=False)
@@ -82,6 +85,8 @@ class Block(nnx.Module):
       z = modulate(z, shift, scale)
     z = self.conv2d(self.in_proj(z))
     z = self.spn(z)
+    if self.core_norm is not None:
+      z = self.core_norm(z).astype(self.dtype)
     z = self.out_dconv(self.out_conv(z))
     z = self.out_proj(z * nnx.relu(z))
     if self.adaLN_modulation is not None:
@@ -106,12 +111,17 @@ class GSPN(nnx.Module):
     conditioning: "additive" (released: c added to the input tokens and used by the final
       layer) or "adaln" (also adaLN-Zero shift/scale/gate from c in every block, as DiT;
       adds 3D^2 + 3D parameters per block).
+    core_norm: LayerNorm on each GSPN core's output (2D parameters per block; not in the
+      release, off = released). The core is cubic in its input (u * h(lambda * x), all three
+      projections of it) and the block squares it again (z * ReLU(z)); the norm fixes the
+      scale of that product, which at a large lr otherwise grows ~100x within tens of steps
+      (bench/stability.py).
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
                segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
-               dtype=jnp.float32, scan_impl="auto", conditioning="additive", rngs):
+               dtype=jnp.float32, scan_impl="auto", conditioning="additive", core_norm=False, rngs):
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning={conditioning!r}; use one of {CONDITIONINGS}")
     self.input_size = input_size  # default sampling resolution; the model itself is resolution-free
@@ -131,7 +141,7 @@ class GSPN(nnx.Module):
     rates = [0.0] + [float(r) for r in np.linspace(0, drop_path_rate, depth)]
     half = depth // 2
     block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs,
-                              adaln=conditioning == "adaln")
+                              adaln=conditioning == "adaln", core_norm=core_norm)
     self.in_blocks = nnx.List([block(chunk=segment_length, drop_path=rates[i], skip=False) for i in range(half)])
     self.mid_block = block(chunk=segment_length, drop_path=rates[half], skip=False)
     self.out_blocks = nnx.List([
