@@ -32,6 +32,7 @@ from bench import probes
 from bench.common import RESULTS, device_name, write_results
 from bench.equal_compute import SIZES, PeakLr, config_for, scale_by_peak_lr
 from bench.plots import plot_stability
+from configs import digits
 from gspn_jax.data import create_train_iterator
 from gspn_jax.data import digits as digits_data
 from gspn_jax.diffusion import create_diffusion
@@ -65,8 +66,10 @@ def group_norms(tree):
 class Run:
   """One model's compiled diagnostic step and probe, shared by its lrs (the peak lr is state)."""
 
-  def __init__(self, arch, kwargs, steps, smoke=False):
+  def __init__(self, arch, kwargs, steps, warmup_epochs, smoke=False):
     self.config = c = config_for(arch, kwargs, steps, smoke)
+    if not smoke:
+      c.optim.warmup_epochs = warmup_epochs
     lr_fn = learning_rate_fn(c, len(digits_data.load_split("train")[0]) // c.batch_size)
     self.tx = tx = optax.chain(make_optimizer(c, lr_fn), scale_by_peak_lr())
     graphdef, _, rest = split_model(build_model(c))
@@ -172,6 +175,8 @@ def main(argv=None):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--every", type=int, default=10, help="steps between probes")
+  p.add_argument("--warmup-epochs", type=float, default=digits.get_config().optim.warmup_epochs,
+                 help="linear lr warm-up (the digits recipe's by default; 1437 images an epoch)")
   p.add_argument("--out", default=None)
   p.add_argument("--merge", nargs="+", default=[], help="results written by other processes (--out): their "
                  "runs join --out's")
@@ -183,11 +188,11 @@ def main(argv=None):
     p.error(f"--sizes {unknown}: choose from {list(sizes)}")
   if unknown := [m for m in args.models if all(m not in sizes[s] for s in args.sizes)]:
     p.error(f"--models {unknown}: choose from {sorted({m for s in args.sizes for m in sizes[s]})}")
-  if min(args.steps, args.every) < 1 or min(args.lrs) <= 0:
-    p.error("--steps, --every and --lrs must be positive")
+  if min(args.steps, args.every) < 1 or min(args.lrs) <= 0 or args.warmup_epochs < 0:
+    p.error("--steps, --every and --lrs must be positive, --warmup-epochs not negative")
   path = pathlib.Path(args.out or RESULTS / f"stability_{device_name().replace(':', '_')}.json")
   rows = json.loads(path.read_text())["rows"] if path.exists() else []
-  key = lambda r: (r["size"], r["model"], r["lr"], r["seed"], r["steps"], r["every"])
+  key = lambda r: (r["size"], r["model"], r["lr"], r["seed"], r["steps"], r["every"], r["warmup_epochs"])
   for other in args.merge:
     rows += [r for r in json.loads(pathlib.Path(other).read_text())["rows"] if key(r) not in {key(q) for q in rows}]
 
@@ -202,15 +207,16 @@ def main(argv=None):
         continue
       arch, kwargs = sizes[size][label]
       todo = [lr for lr in args.lrs
-              if (size, label, lr, args.seed, args.steps, args.every) not in {key(r) for r in rows}]
+              if (size, label, lr, args.seed, args.steps, args.every, args.warmup_epochs)
+              not in {key(r) for r in rows}]
       if not todo:
         continue  # resumed
-      run = Run(arch, kwargs, args.steps, args.smoke)
+      run = Run(arch, kwargs, args.steps, args.warmup_epochs, args.smoke)
       batch = probe_batch(run.config)
       for lr in todo:
         result = run.train(lr, args.seed, args.every, batch)
         rows.append({"size": size, "model": label, "arch": arch, "kwargs": kwargs, "lr": lr, "seed": args.seed,
-                     "steps": args.steps, "every": args.every, **result, "digest": digest(result)})
+                     "steps": args.steps, "every": args.every, "warmup_epochs": args.warmup_epochs, **result, "digest": digest(result)})
         print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("loss", "grad_norm", "points")}),
               file=sys.stderr, flush=True)
         save()
