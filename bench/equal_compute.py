@@ -1,5 +1,6 @@
 """Equal-compute study on the embedded digits: GSPN with the released (additive) and the
-adaLN-Zero conditioning against DiT, at three sizes whose models are matched in training FLOPs
+adaLN-Zero conditioning, and with adaLN-Zero and a LayerNorm on each core's output (core_norm),
+against DiT, at three sizes whose models are matched in training FLOPs
 per image (XLA's cost analysis of the compiled train step: forward, backward, AdamW, EMA).
 Each model is trained at three peak learning rates (seed 0); the best one is trained again with
 seed 1. Conditional accuracy and classifier-feature FID are measured at checkpoints along

@@ -3,14 +3,20 @@
 Trains the equal-compute study's models (bench/equal_compute.py: same sizes, same digits
 recipe, the peak lr set per run) and records along training: the loss every step (and its
 spikes), per parameter group (a layer's name, summed over blocks) the gradient norm before
-clipping and the update / parameter norm ratio (the parameters after the update), and every --every steps, on a fixed probe
-batch (test digits, fixed t and noise), per block the activations of bench/probes.py: for GSPN
-the gate logits (size, fraction saturated, peakedness of the normalised gates), lambda, u, d,
-the propagated state h against lambda x, the core's gain, the squared-ReLU input, the residual
-stream; for DiT the residual stream and each block's branch.
+clipping and the update / parameter norm ratio (the parameters after the update), and every
+--every steps, on a fixed probe batch (test digits, fixed t and noise), per block the
+activations of bench/probes.py: for GSPN the gate logits (size, fraction saturated, peakedness
+of the normalised gates), lambda, u, d, the propagated state h against lambda x, the core's
+gain, the squared-ReLU input, the residual stream; for DiT the residual stream and each
+block's branch.
 
-  nice -n 10 python -m bench.stability                 # JSON + PNG in bench/results/
+  nice -n 10 python -m bench.stability                 # XS/1, XS/2 x GSPN-adaln, DiT x lr 1e-2, 3e-2
+  nice -n 10 python -m bench.stability --sizes XS/1 --models GSPN-adaln-norm   # the core_norm remedy
+  nice -n 10 python -m bench.stability --sizes XS/1 --models GSPN-adaln --lrs 3e-2 --steps 400 \
+      --warmup-epochs 6                                # a longer warm-up
   python -m bench.stability --smoke                    # tiny GSPN and DiT, a few steps (CI)
+
+JSON and PNG in bench/results/; processes run with --out join with --merge.
 
 Each run is appended to the JSON as it finishes; rerunning the same command skips it.
 """
@@ -123,8 +129,9 @@ class Run:
       losses.append(float(m["loss"]))
       grad_norms.append(float(m["grad_norm"]))
       if step % every == 0:
-        points[-1]["groups"] = {g: {"grad": float(m["grad"][g]), "update_ratio": float(m["update"][g] / max(m["param"][g], 1e-12)),
-                                    "param": float(m["param"][g])} for g in m["grad"]}
+        points[-1]["groups"] = {g: {"grad": float(m["grad"][g]), "param": float(m["param"][g]),
+                                    "update_ratio": float(m["update"][g] / max(m["param"][g], 1e-12))}
+                                for g in m["grad"]}
       if not np.isfinite(losses[-1]):
         break
     return {"loss": losses, "grad_norm": grad_norms, "points": points, "wall_s": time.time() - t0}
@@ -188,6 +195,8 @@ def main(argv=None):
     p.error(f"--sizes {unknown}: choose from {list(sizes)}")
   if unknown := [m for m in args.models if all(m not in sizes[s] for s in args.sizes)]:
     p.error(f"--models {unknown}: choose from {sorted({m for s in args.sizes for m in sizes[s]})}")
+  if missing := [m for m in args.merge if not pathlib.Path(m).exists()]:
+    p.error(f"--merge {missing}: no such results file")
   if min(args.steps, args.every) < 1 or min(args.lrs) <= 0 or args.warmup_epochs < 0:
     p.error("--steps, --every and --lrs must be positive, --warmup-epochs not negative")
   path = pathlib.Path(args.out or RESULTS / f"stability_{device_name().replace(':', '_')}.json")
@@ -216,7 +225,8 @@ def main(argv=None):
       for lr in todo:
         result = run.train(lr, args.seed, args.every, batch)
         rows.append({"size": size, "model": label, "arch": arch, "kwargs": kwargs, "lr": lr, "seed": args.seed,
-                     "steps": args.steps, "every": args.every, "warmup_epochs": args.warmup_epochs, **result, "digest": digest(result)})
+                     "steps": args.steps, "every": args.every, "warmup_epochs": args.warmup_epochs, **result,
+                     "digest": digest(result)})
         print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("loss", "grad_norm", "points")}),
               file=sys.stderr, flush=True)
         save()
