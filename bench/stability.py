@@ -44,7 +44,7 @@ from gspn_jax.data import digits as digits_data
 from gspn_jax.diffusion import create_diffusion
 from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, split_model
 
-SMOKE_SIZES = {"tiny": {"GSPN-adaln": ("GSPN", dict(hidden_size=16, depth=2, patch_size=2, conditioning="adaln",
+SMOKE_SIZES = {"tiny": {"GSPN-adaln": ("GSPN", dict(hidden_size=16, depth=1, patch_size=2, conditioning="adaln",
                                                      drop_path_rate=0.0)),
                         "DiT": ("DiT", dict(hidden_size=16, depth=1, num_heads=2, patch_size=2))}}
 PROBE_T = (50, 250, 500, 750, 950)  # timesteps of the probe batch, cycled over its examples
@@ -206,9 +206,7 @@ def main(argv=None):
     rows += [r for r in json.loads(pathlib.Path(other).read_text())["rows"] if key(r) not in {key(q) for q in rows}]
 
   def save():
-    tmp = write_results(path.stem, {"rows": rows}, path.with_suffix(".tmp"))
-    os.replace(tmp, path)  # atomic: resumable
-    plot_stability(rows, str(path.with_suffix(".png")), device_name())
+    os.replace(write_results(path.stem, {"rows": rows}, path.with_suffix(".tmp")), path)  # atomic: resumable
 
   for size in args.sizes:
     for label in args.models:
@@ -232,6 +230,7 @@ def main(argv=None):
         save()
   if rows:
     save()
+    plot_stability(rows, str(path.with_suffix(".png")), device_name())
   return path
 
 

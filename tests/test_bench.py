@@ -164,7 +164,7 @@ def test_stability_smoke_records_gspn_internals_and_resumes(tmp_path):
     assert ratios["x_embedder.proj"]["update_ratio"] > 0 and ratios["final_layer.linear"]["update_ratio"] > 0
   gspn = rows[0]["points"][-1]
   assert {"spn.w_conv_up", "spn.l_conv_up", "spn.u_conv_up", "spn.d_conv"} <= set(rows[0]["points"][0]["groups"])
-  assert len(gspn["blocks"]) == 3 and all(b["gate_logit"] > 0 and b["h"] > 0 and 1 / 3 <= b["gate_max"] <= 1
+  assert len(gspn["blocks"]) == 1 and all(b["gate_logit"] > 0 and b["h"] > 0 and 1 / 3 <= b["gate_max"] <= 1
                                           for b in gspn["blocks"])
   assert set(rows[0]["digest"]["first_growth"]) >= {"gate_logit", "lambda", "h", "residual", "branch"}
   assert out.with_suffix(".png").stat().st_size > 0
