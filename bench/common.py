@@ -37,10 +37,10 @@ def copy_bandwidth(num_bytes=1 << 30, iters=10):
   return 2 * num_bytes / time_fn(copy, x, iters=iters)
 
 
-def write_results(name, payload, path=None):
+def write_results(name, payload, path=None, indent=2):
   path = pathlib.Path(path) if path else RESULTS / f"{name}_{device_name().replace(':', '_')}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
   payload = {"device": device_name(), "jax": jax.__version__, "python": platform.python_version(),
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **payload}
-  path.write_text(json.dumps(payload, indent=2))
+  path.write_text(json.dumps(payload, indent=indent))
   return path

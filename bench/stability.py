@@ -173,6 +173,15 @@ def digest(run):
           "first_growth": first_growth(run["points"])}
 
 
+def rounded(tree):
+  """Floats to 4 significant digits (the statistics are not more precise than that)."""
+  if isinstance(tree, float):
+    return float(f"{tree:.4g}")
+  if isinstance(tree, dict):
+    return {k: rounded(v) for k, v in tree.items()}
+  return [rounded(v) for v in tree] if isinstance(tree, list) else tree
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--smoke", action="store_true")
@@ -205,8 +214,8 @@ def main(argv=None):
   for other in args.merge:
     rows += [r for r in json.loads(pathlib.Path(other).read_text())["rows"] if key(r) not in {key(q) for q in rows}]
 
-  def save():
-    os.replace(write_results(path.stem, {"rows": rows}, path.with_suffix(".tmp")), path)  # atomic: resumable
+  def save():  # compact, 4 significant digits: ~60k numbers per study; atomic: resumable
+    os.replace(write_results(path.stem, {"rows": rounded(rows)}, path.with_suffix(".tmp"), indent=None), path)
 
   for size in args.sizes:
     for label in args.models:
