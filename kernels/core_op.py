@@ -90,6 +90,8 @@ def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
   """Groups k (forward) and k + 2 (reverse) in one launch, added to acc."""
   meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
   meta.pop("REVERSE")
+  if meta["KERNEL"] == "tile" and meta["BLOCK_L"] * meta["BLOCK_C"] >= 1024 and meta["BLOCK_C"] >= 8:
+    num_warps = 8  # at 4 warps ptxas spills the two passes' live addresses (XL/2 at 256 px)
   table = gspn_pair_triton.PAIR_FORWARD_ACC if acc else gspn_pair_triton.PAIR_FORWARD
   return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
                 interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
