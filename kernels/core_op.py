@@ -9,10 +9,11 @@ and bt) run in one launch when their segments coincide (S % chunk == 0 or a glob
 scan; kernels/gspn_pair_triton.py), else one launch each; every launch stores
 acc + its groups' m[k] (u h + d x), acc the previous launches' sum (in x's dtype, as the
 reference sums), so h never reaches HBM: two launches per layer. Backward: saves only
-(x, xp, w, m); per group it recomputes h with the plain forward kernel (same in-place
-reads), then one adjoint kernel takes the layer's dy through the epilogue
-(dh = m[k] u dy) and writes dx (adding the previous groups'), the six projection
-gradients and dm's partial sums; XLA only runs the dW and dxp GEMMs on them (dW in the
+(x, xp, w, m); per group it recomputes h (the plain forward kernel, same in-place reads),
+then the adjoint takes the layer's dy through the epilogue (dh = m[k] u dy) and writes dx
+(adding the previous groups'), the six projection gradients and dm's partial sums; paired
+groups run both in one launch as the forward does (two launches per layer), others take
+two launches per group. XLA only runs the dW and dxp GEMMs on the gradients (dW in the
 weights' own column order).
 Each launch runs per device shard of a batch-sharded mesh (H and W are never split).
 """
@@ -89,13 +90,19 @@ def _paired(shape, direction, chunk):
 def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
   """Groups k (forward) and k + 2 (reverse) in one launch, added to acc."""
   meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
-  meta.pop("REVERSE")
-  if meta["KERNEL"] == "tile" and meta["BLOCK_L"] * meta["BLOCK_C"] >= 1024 and meta["BLOCK_C"] >= 8:
-    num_warps = 8  # at 4 warps ptxas spills the two passes' live addresses (XL/2 at 256 px)
+  num_warps = _pair_warps(meta, num_warps)
   table = gspn_pair_triton.PAIR_FORWARD_ACC if acc else gspn_pair_triton.PAIR_FORWARD
   return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
                 interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
                 OFF_NEXT=12 * x.shape[-1], GROUP=k)[0]
+
+
+def _pair_warps(meta, num_warps):
+  """A paired launch's warps (drops meta's REVERSE: the kernels run both)."""
+  meta.pop("REVERSE")
+  if meta["KERNEL"] == "tile" and meta["BLOCK_L"] * meta["BLOCK_C"] >= 1024 and meta["BLOCK_C"] >= 8:
+    return 8  # at 4 warps ptxas spills the two passes' live addresses (XL/2 at 256 px)
+  return num_warps
 
 
 def _group(x, p, m, *acc, k, chunk, compute_capability, interpret):
@@ -124,22 +131,47 @@ def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, i
                 meta, grid, num_warps, GROUP=k, **opts)
 
 
+def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
+  """Groups k and k + 2's backward in one launch: dx (plus acc), twelve projection
+  gradients (group k's six, then group k + 2's), both groups' dm per-program sums."""
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  num_warps = _pair_warps(meta, num_warps)
+  like = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")
+  table = gspn_pair_triton.PAIR_BACKWARD_ACC if acc else gspn_pair_triton.PAIR_BACKWARD
+  # outputs: dx, the gradients, h (the recompute's scratch), dm; the rows layout's 6 + 2 state rows
+  outs = launch(table, (x, p, m, dy, *acc), [like] * 14 + [dm, dm], 4, meta, grid, num_warps, interpret=interpret,
+                compute_capability=compute_capability, NORMALIZE=True, OFF_NEXT=12 * x.shape[-1], GROUP=k)
+  return outs[:13] + outs[14:]
+
+
 def _bwd(chunk, compute_capability, interpret, residuals, dy):
   x, xp, w, m = residuals
   d = x.shape[-1]
   p = _project(xp, w, x.dtype)
-  dx, dm, dw, dxp = None, [], [[] for _ in range(6)], 0
-  for k, direction in enumerate(GROUP_DIRECTIONS):
-    fn = lambda *a, k=k, direction=direction: _group_backward(
-        *a[:4], a[4] if len(a) > 4 else None, k, direction, chunk, compute_capability, interpret)
-    dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
-    dm.append(jnp.sum(dmk))
-    for i, g in enumerate(dslices):  # gl, gc, gr, lam, u, d of group k: columns i*4D + k*D of w (slot-major)
-      dw[i].append(jnp.einsum("bhwr,bhwc->rc", xp, g, preferred_element_type=jnp.float32))
+  opts = dict(chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+  dx, dm, grads = None, {}, {}  # grads[k]: group k's six projection gradients
+  for k in (0, 1):
+    acc = () if dx is None else (dx,)
+    if _paired(x.shape, GROUP_DIRECTIONS[k], chunk):
+      dx, *dslices, dma, dmb = _sharded(functools.partial(_pair_backward, k=k, **opts), x, p, m.astype(x.dtype),
+                                        dy.astype(x.dtype), *acc)
+      grads[k], grads[k + 2], dm[k], dm[k + 2] = dslices[:6], dslices[6:], jnp.sum(dma), jnp.sum(dmb)
+      continue
+    for g in (k, k + 2):
+      fn = lambda *a, g=g: _group_backward(*a[:4], a[4] if len(a) > 4 else None, g, GROUP_DIRECTIONS[g], chunk,
+                                           compute_capability, interpret)
+      dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
+      grads[g], dm[g] = dslices, jnp.sum(dmk)
+  dw, dxp = [], 0
+  for i in range(6):  # gl, gc, gr, lam, u, d of group k: columns i*4D + k*D of w (slot-major)
+    for k in range(4):
+      g = grads[k][i]
+      dw.append(jnp.einsum("bhwr,bhwc->rc", xp, g, preferred_element_type=jnp.float32))
       dxp = dxp + jnp.dot(g, w[:, (4 * i + k) * d:(4 * i + k + 1) * d].astype(x.dtype).T,
                           preferred_element_type=jnp.float32)
-  dw = jnp.concatenate([g for block in dw for g in block], axis=1)
-  return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack(dm).astype(m.dtype)
+  dw = jnp.concatenate(dw, axis=1)
+  return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack([dm[k] for k in range(4)]).astype(m.dtype)
 
 
 _core.defvjp(_fwd, _bwd)

@@ -55,7 +55,7 @@ def gspn_core_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, False, OFF_U, OFF_D, GROUP)
+            True, False, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def gspn_core_bwd_acc_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_pt
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, True, OFF_U, OFF_D, GROUP)
+            True, True, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -113,7 +113,7 @@ def gspn_core_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_p
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, False, OFF_U, OFF_D, GROUP)
+            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -129,7 +129,7 @@ def gspn_core_bwd_acc_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr,
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, True, OFF_U, OFF_D, GROUP)
+            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
 
 
 # a GSPN layer's groups with the u h + d x epilogue and merge weight: the first, then accumulating

@@ -212,10 +212,12 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
-              CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+              CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
+              MIRROR: tl.constexpr):
   """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients
-  (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr)."""
-  seg = tl.program_id(0) % NSEG
+  (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr).
+  MIRROR as in _fwd_tile."""
+  seg = _segment(NSEG, MIRROR)
   base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                              STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
@@ -259,7 +261,7 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            False, False, 0, 0, 0)
+            False, False, 0, 0, 0, False)
 
 
 @triton.jit
@@ -329,9 +331,9 @@ def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-              GROUP: tl.constexpr):
+              GROUP: tl.constexpr, MIRROR: tl.constexpr):
   """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows."""
-  seg = tl.program_id(0) % NSEG
+  seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (6 * ROW)
   mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
@@ -387,7 +389,7 @@ def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, False, False, 0, 0, 0)
+            OFF_LAM, False, False, 0, 0, 0, False)
 
 
 FORWARD = {"tile": gspn_fwd_kernel, "rows": gspn_fwd_rows_kernel}
