@@ -90,18 +90,23 @@ def _paired(shape, direction, chunk):
 def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
   """Groups k (forward) and k + 2 (reverse) in one launch, added to acc."""
   meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
-  num_warps = _pair_warps(meta, num_warps)
+  num_warps = _pair_warps(meta, num_warps, backward=False)
   table = gspn_pair_triton.PAIR_FORWARD_ACC if acc else gspn_pair_triton.PAIR_FORWARD
   return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
                 interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
                 OFF_NEXT=12 * x.shape[-1], GROUP=k)[0]
 
 
-def _pair_warps(meta, num_warps):
-  """A paired launch's warps (drops meta's REVERSE: the kernels run both)."""
+def _pair_warps(meta, num_warps, backward):
+  """A paired launch's warps (drops meta's REVERSE: the kernels run both). Chosen by the
+  compiler audit (bench/kernel_audit.py): at the others ptxas spills a few bytes of these
+  two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 2048."""
   meta.pop("REVERSE")
-  if meta["KERNEL"] == "tile" and meta["BLOCK_L"] * meta["BLOCK_C"] >= 1024 and meta["BLOCK_C"] >= 8:
-    return 8  # at 4 warps ptxas spills the two passes' live addresses (XL/2 at 256 px)
+  elements = meta["BLOCK_L"] * meta["BLOCK_C"]
+  if meta["KERNEL"] == "rows":
+    return 8 if elements >= 512 else num_warps
+  if not backward and meta["BLOCK_C"] >= 8 and elements >= 1024:
+    return 8 if elements == 1024 else 4
   return num_warps
 
 
@@ -135,7 +140,7 @@ def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
   """Groups k and k + 2's backward in one launch: dx (plus acc), twelve projection
   gradients (group k's six, then group k + 2's), both groups' dm per-program sums."""
   meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
-  num_warps = _pair_warps(meta, num_warps)
+  num_warps = _pair_warps(meta, num_warps, backward=True)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")
   table = gspn_pair_triton.PAIR_BACKWARD_ACC if acc else gspn_pair_triton.PAIR_BACKWARD
