@@ -16,10 +16,11 @@ Bytes moved, counted from the lowered module:
   24C-wide projection (contiguous in group-major order), or a whole line tile where the
   line runs along W; the four directions take turns, so each call is charged their mean.
   The rows layout's fp32 state rows stay in L1/L2 and are not counted.
-- a paired launch's second pass re-reads x and its own partial y and rewrites y: free
-  (an L2 hit) when the programs resident at once touch at most the H100's 50 MB L2 in one
-  pass (resident programs x CHUNK x L x BLOCK_C elements x the pass's bytes per element:
-  "l2_footprint" in the JSON), else charged as HBM traffic (an assumption, stated per call).
+- a paired launch's accesses beyond each operand and result once (AGAIN: the forward's
+  second pass re-reads x and its own partial y; the backward re-reads x, dy, the recomputed
+  h, the gates and its dx): free (L2 hits) when one group's share of the traffic of the
+  programs resident at once fits the H100's 50 MB L2 ("l2_footprint" per call in the
+  JSON), else charged as HBM traffic. An assumption, stated per call.
 - the XLA ops between them on (B, H, W, .) arrays, unfused (an upper bound): a slice
   reads and writes its result, other ops read their operands and write their results.
   Reshapes (bitcasts) and the projection / weight-gradient GEMMs, which every version
@@ -28,8 +29,8 @@ Minimum bytes with N = B*H*W*D elements: forward x, the 24 projected channels gr
 y once: 26 N; forward + backward adds x, dy and the projection read, dx and the 24
 projection gradients written: 76 N. Time = the larger of bytes / 3.0 TB/s and a latency
 bound: each program waits one dependent memory round trip per scan step and line tile
-(two passes in a paired launch), in waves of 132 SMs x resident programs per SM (from
-ptxas's register count).
+(two scans per program in a paired forward, four in its backward), in waves of 132 SMs x
+resident programs per SM (from ptxas's register count).
 Every figure is predicted, not measured.
 """
 
@@ -112,23 +113,33 @@ def _paired(call):
   return call["kernel"].startswith("gspn_pair")
 
 
+# A paired launch's accesses beyond each operand and result once, in C-channel widths:
+# (x-like, projection slots). Forward: the second pass re-reads x, reads and rewrites y.
+# Backward, per pass pair (recompute h, adjoint) of two groups: x read 4x, h written 2x and
+# read 4x (h and its previous step), dy read 2x, dx written 2x and read once, and the
+# recompute's 4 gate slots read again by the adjoint.
+AGAIN = {"fwd": (3, 0), "bwd": (3 + 5 + 1 + 2, 8)}
+
+
 def kernel_bytes(call, shape, chunk, size, metas):
-  """HBM bytes of one custom call, and (for a paired launch) its second pass's re-reads
-  of x and y with its rewrite of y (module docstring)."""
+  """HBM bytes of one custom call, and for a paired launch its in-program re-reads
+  (AGAIN; module docstring)."""
   c = shape[-1]
   four_d = [t for t in call["operand_shapes"] + call["result_shapes"] if t.count("x") == 4]
   wide = sum(int(t.split("<")[1].split("x")[3]) > c for t in call["operand_shapes"] if t in four_d)
   slots = 6 if _paired(call) else wide  # the projection slots one program reads per pixel and pass
+  eff_p = statistics.mean(sector_efficiency(m, size, 24 * c, slots) for m in metas)
+  eff_x = statistics.mean(sector_efficiency(m, size, c) for m in metas)
+  pixels = _pixels(four_d[0]) * c * size
   total = 0.0
   for t in four_d:
     pitch = int(t.split("<")[1].split("x")[3])
-    eff = statistics.mean(sector_efficiency(m, size, pitch, slots) for m in metas)
     reads = 12 if _paired(call) and pitch > c else 1  # both groups' six slots from one operand
-    total += reads * _pixels(t) * min(pitch, c) * size / eff
+    total += reads * _pixels(t) * min(pitch, c) * size / (eff_p if pitch > c else eff_x)
   again = 0.0
   if _paired(call):
-    eff = statistics.mean(sector_efficiency(m, size, c) for m in metas)
-    again = 3 * _pixels(four_d[0]) * c * size / eff
+    xs, ps = AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"]
+    again = pixels * (xs / eff_x + ps / eff_p)
   return total, again
 
 
@@ -149,17 +160,17 @@ def measure(lowered, shape, chunk, size):
     once, again = kernel_bytes(call, shape, chunk, size, metas)
     stats, _ = audit.assemble(call["ptx"], call["compute_capability"])
     n = math.prod(call["grid"])
-    passes = 2 if _paired(call) else 1
+    passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
     t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
     latency += t
     row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
            "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once}
     if _paired(call):
-      # one pass of the programs resident at once: their x, y and projection bytes
+      # one group's share of the traffic of the programs resident at once: the reuse distance
       resident = min(n, H100_SMS * per_sm)
-      footprint = resident / n * (once + again) / passes
-      row.update(l2_footprint=footprint, second_pass_bytes=again, second_pass_in_l2=footprint <= H100_L2_BYTES)
-      once += 0.0 if row["second_pass_in_l2"] else again
+      footprint = resident / n * (once + again) / 2
+      row.update(l2_footprint=footprint, re_read_bytes=again, re_reads_in_l2=footprint <= H100_L2_BYTES)
+      once += 0.0 if row["re_reads_in_l2"] else again
     moved += once
     programs[f"{i}:{call['kernel']}"] = row
   return moved + xla_op_bytes(lowered, shape), latency, len(audit.copied_operands(lowered)), programs
