@@ -2,17 +2,25 @@
 
 For each benchmark shape (B, H, W, D) one GSPN layer (gspn_core, merge="aligned", four
 directions, R = D/16) is lowered for CUDA at compute capability 90 (kernels/audit.py), its
-forward alone and its forward + gradient, in two versions: "v2", the kernels reading the
-projection in place with the fused u h + d x / merge epilogue (kernels/core_op.py), and
-"v1", one gspn_scan per group on sliced gates with the epilogue in XLA (the op before v2).
+forward alone and its forward + gradient, in two versions: "v2", the current kernels
+(kernels/core_op.py: the projection read in place in group-major order, the fused
+u h + d x / merge epilogue, one launch per scan axis), and "v1", one gspn_scan per group on
+sliced gates with the epilogue in XLA (the op before the layer kernels).
 
 Bytes moved, counted from the lowered module:
 - each Triton custom call: every 4-D operand and result, C channels per pixel (a kernel
-  reads only its group's C channels of a wider projection), divided by the fraction of
-  each 32-byte sector used (contiguous bytes per pixel: BLOCK_C channels; a whole line
-  tile where the line runs along W and the block holds every channel; the four
-  directions take turns, so each call is charged their mean). The rows layout's fp32
-  state rows stay in L1/L2 and are not counted.
+  reads only its group's C channels of a wider projection; a paired launch,
+  kernels/gspn_pair_triton.py, reads twelve from its one projection operand), divided by
+  the fraction of each 32-byte sector used: contiguous bytes per pixel are BLOCK_C
+  channels, or, when the block holds all C channels, the group's slots read from the
+  24C-wide projection (contiguous in group-major order), or a whole line tile where the
+  line runs along W; the four directions take turns, so each call is charged their mean.
+  The rows layout's fp32 state rows stay in L1/L2 and are not counted.
+- a paired launch's accesses beyond each operand and result once (AGAIN: the forward's
+  second pass re-reads x and its own partial y; the backward re-reads x, dy, the recomputed
+  h, the gates and its dx): free (L2 hits) when one group's share of the traffic of the
+  programs resident at once fits the H100's 50 MB L2 ("l2_footprint" per call in the
+  JSON), else charged as HBM traffic. An assumption, stated per call.
 - the XLA ops between them on (B, H, W, .) arrays, unfused (an upper bound): a slice
   reads and writes its result, other ops read their operands and write their results.
   Reshapes (bitcasts) and the projection / weight-gradient GEMMs, which every version
@@ -20,8 +28,9 @@ Bytes moved, counted from the lowered module:
 Minimum bytes with N = B*H*W*D elements: forward x, the 24 projected channels groups and
 y once: 26 N; forward + backward adds x, dy and the projection read, dx and the 24
 projection gradients written: 76 N. Time = the larger of bytes / 3.0 TB/s and a latency
-bound: each program waits one dependent memory round trip per scan step and line tile,
-in waves of 132 SMs x resident programs per SM (from ptxas's register count).
+bound: each program waits one dependent memory round trip per scan step and line tile
+(two scans per program in a paired forward, four in its backward), in waves of 132 SMs x
+resident programs per SM (from ptxas's register count).
 Every figure is predicted, not measured.
 """
 
@@ -37,6 +46,7 @@ H100_BANDWIDTH = 3.0e12  # measured copy bandwidth on the project's H100 (spec/k
 H100_SMS = 132
 REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
+H100_L2_BYTES = 50 * 2 ** 20
 ROUND_TRIP_S = 1.0e-6  # one dependent global load + barrier per step, HBM latency ~0.6-0.8 us
 NOT_COUNTED = ("stablehlo.custom_call", "func.return", "func.call", "func.func", "stablehlo.constant",
                "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.dot_general",
@@ -87,26 +97,50 @@ def xla_op_bytes(lowered, shape):
   return total
 
 
-def sector_efficiency(meta, size, pitch):
-  """Useful fraction of each 32-byte sector for one array of `pitch` channels per pixel."""
+def sector_efficiency(meta, size, pitch, slots=1):
+  """Useful fraction of each 32-byte sector for one array of `pitch` channels per pixel
+  of which a program reads `slots` adjacent C-channel slots."""
   contiguous = meta["BLOCK_C"] * size
-  if meta["STRIDE_L"] == 1 and meta["BLOCK_C"] >= meta["C"] and pitch == meta["C"]:
-    contiguous *= meta["BLOCK_L"]
+  if meta["BLOCK_C"] >= meta["C"]:
+    if pitch == meta["C"] and meta["STRIDE_L"] == 1:
+      contiguous *= meta["BLOCK_L"]
+    elif pitch > meta["C"]:
+      contiguous *= slots
   return min(1.0, contiguous / 32)
 
 
-def kernel_bytes(call, shape, chunk, size):
-  """HBM bytes of one custom call (module docstring)."""
+def _paired(call):
+  return call["kernel"].startswith("gspn_pair")
+
+
+# A paired launch's accesses beyond each operand and result once, in C-channel widths:
+# (x-like, projection slots). Forward: the second pass re-reads x, reads and rewrites y.
+# Backward, per pass pair (recompute h, adjoint) of two groups: x read 4x, h written 2x and
+# read 4x (h and its previous step), dy read 2x, dx written 2x and read once, and the
+# recompute's 4 gate slots read again by the adjoint.
+AGAIN = {"fwd": (3, 0), "bwd": (3 + 5 + 1 + 2, 8)}
+
+
+def kernel_bytes(call, shape, chunk, size, metas):
+  """HBM bytes of one custom call, and for a paired launch its in-program re-reads
+  (AGAIN; module docstring)."""
   c = shape[-1]
-  metas = [layout.geometry(shape, d, chunk)[0] for d in layout.DIRECTIONS]
+  four_d = [t for t in call["operand_shapes"] + call["result_shapes"] if t.count("x") == 4]
+  wide = sum(int(t.split("<")[1].split("x")[3]) > c for t in call["operand_shapes"] if t in four_d)
+  slots = 6 if _paired(call) else wide  # the projection slots one program reads per pixel and pass
+  eff_p = statistics.mean(sector_efficiency(m, size, 24 * c, slots) for m in metas)
+  eff_x = statistics.mean(sector_efficiency(m, size, c) for m in metas)
+  pixels = _pixels(four_d[0]) * c * size
   total = 0.0
-  for t in call["operand_shapes"] + call["result_shapes"]:
-    if t.count("x") != 4:
-      continue  # m, the rows layout's state
+  for t in four_d:
     pitch = int(t.split("<")[1].split("x")[3])
-    eff = statistics.mean(sector_efficiency(m, size, pitch) for m in metas)
-    total += _pixels(t) * min(pitch, c) * size / eff
-  return total
+    reads = 12 if _paired(call) and pitch > c else 1  # both groups' six slots from one operand
+    total += reads * _pixels(t) * min(pitch, c) * size / (eff_p if pitch > c else eff_x)
+  again = 0.0
+  if _paired(call):
+    xs, ps = AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"]
+    again = pixels * (xs / eff_x + ps / eff_p)
+  return total, again
 
 
 def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_step):
@@ -117,18 +151,28 @@ def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_ste
 
 
 def measure(lowered, shape, chunk, size):
-  """(bytes, latency seconds, gate copies, per-kernel programs) of one lowered module."""
-  meta = layout.geometry(shape, "lr", chunk)[0]
+  """(bytes, latency seconds, gate copies, per-kernel figures) of one lowered module."""
+  metas = [layout.geometry(shape, d, chunk)[0] for d in layout.DIRECTIONS]
+  meta = metas[0]
   tiles = -(-meta["L"] // meta["BLOCK_L"])
   moved, latency, programs = 0.0, 0.0, {}
-  for call in audit.triton_calls(lowered):
-    moved += kernel_bytes(call, shape, chunk, size)
+  for i, call in enumerate(audit.triton_calls(lowered)):
+    once, again = kernel_bytes(call, shape, chunk, size, metas)
     stats, _ = audit.assemble(call["ptx"], call["compute_capability"])
     n = math.prod(call["grid"])
-    t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, meta["CHUNK"], tiles)
+    passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
+    t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
     latency += t
-    programs[call["kernel"]] = {"programs": n, "programs_per_sm": round(n / H100_SMS, 2),
-                                "resident_per_sm": per_sm, "registers": stats["registers"]}
+    row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
+           "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once}
+    if _paired(call):
+      # one group's share of the traffic of the programs resident at once: the reuse distance
+      resident = min(n, H100_SMS * per_sm)
+      footprint = resident / n * (once + again) / 2
+      row.update(l2_footprint=footprint, re_read_bytes=again, re_reads_in_l2=footprint <= H100_L2_BYTES)
+      once += 0.0 if row["re_reads_in_l2"] else again
+    moved += once
+    programs[f"{i}:{call['kernel']}"] = row
   return moved + xla_op_bytes(lowered, shape), latency, len(audit.copied_operands(lowered)), programs
 
 

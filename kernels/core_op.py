@@ -1,15 +1,20 @@
 """A GSPN layer (gspn_jax/ops/core.py, merge="aligned") on the Triton kernels.
 
-Forward: one dot makes the projection p = xp @ [w_gates | w_lam | w_u | w_d] (B, H, W, 24D);
-then one launch per channel group k reads its gl, gc, gr, lam, u, d in place from p
-(pixel pitch 24D, channel offsets layout.core_offsets: no slice is copied), normalises the
-gates in the prologue, scans in direction GROUP_DIRECTIONS[k] and stores
-acc + m[k] (u h + d x), acc the previous groups' sum (in x's dtype, as the reference
-sums), so h never reaches HBM. Backward: saves only (x, xp, w, m); per group it recomputes
-h with the plain forward kernel (same in-place reads), then one adjoint kernel takes the
-layer's dy through the epilogue (dh = m[k] u dy) and writes dx (adding the previous
-groups'), the six projection gradients and dm's partial sums; XLA only runs the dW
-and dxp GEMMs on them.
+Forward: one dot makes the projection p = xp @ W (B, H, W, 24D), W the columns of
+[w_gates | w_lam | w_u | w_d] permuted to group-major order (layout.core_offsets: a
+group's gl, gc, gr, lam, u, d are 6D contiguous channels of a pixel); kernels read them
+in place (pixel pitch 24D, channel offsets as constexprs: no slice is copied) and
+normalise the gates in the prologue. The two groups that scan one axis (lr and rl, tb
+and bt) run in one launch when their segments coincide (S % chunk == 0 or a global
+scan; kernels/gspn_pair_triton.py), else one launch each; every launch stores
+acc + its groups' m[k] (u h + d x), acc the previous launches' sum (in x's dtype, as the
+reference sums), so h never reaches HBM: two launches per layer. Backward: saves only
+(x, xp, w, m); per group it recomputes h (the plain forward kernel, same in-place reads),
+then the adjoint takes the layer's dy through the epilogue (dh = m[k] u dy) and writes dx
+(adding the previous groups'), the six projection gradients and dm's partial sums; paired
+groups run both in one launch as the forward does (two launches per layer), others take
+two launches per group. XLA only runs the dW and dxp GEMMs on the gradients (dW in the
+weights' own column order).
 Each launch runs per device shard of a batch-sharded mesh (H and W are never split).
 """
 
@@ -20,11 +25,10 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from kernels import gspn_layer_triton as core_kernels
-from kernels import gspn_triton, layout
+from kernels import gspn_pair_triton, gspn_triton, layout
 from kernels.launch import launch
 
 GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")  # as gspn_jax.ops.core
-_SCAN_OFFSETS = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM")
 
 
 def gspn_core_triton(x, xp, w, m, chunk, compute_capability=None, interpret=False):
@@ -33,6 +37,9 @@ def gspn_core_triton(x, xp, w, m, chunk, compute_capability=None, interpret=Fals
 
 
 def _project(xp, w, dtype):
+  """p in group-major channel order: w's columns [slot i, group k] reordered to [k, i]."""
+  r, d = w.shape[0], w.shape[1] // 24
+  w = w.reshape(r, 6, 4, d).transpose(0, 2, 1, 3).reshape(r, 24 * d)
   return jnp.dot(xp, w.astype(dtype))
 
 
@@ -59,19 +66,56 @@ def _core(x, xp, w, m, chunk, compute_capability, interpret):
 
 def _forward(x, xp, w, m, chunk, compute_capability, interpret):
   p = _project(xp, w, x.dtype)
+  m = m.astype(x.dtype)
   y = None
-  for k, direction in enumerate(GROUP_DIRECTIONS):
-    table = core_kernels.CORE_FORWARD if y is None else core_kernels.CORE_FORWARD_ACC
-
-    def group(*arrays, table=table, k=k, direction=direction):
-      shape = arrays[0].shape  # the shard's
-      geometry = _geometry(shape, direction, chunk, k, (*_SCAN_OFFSETS, "OFF_U", "OFF_D"))
-      return launch(table, arrays, [jax.ShapeDtypeStruct(shape, arrays[0].dtype)], 1, *geometry,
-                    interpret=interpret, compute_capability=compute_capability, NORMALIZE=True, GROUP=k)[0]
-
+  for k in (0, 1):  # groups k and k + 2 scan one axis, forward and in reverse
     acc = () if y is None else (y,)
-    y = _sharded(group, x, p, p, p, p, p, p, m.astype(x.dtype), *acc)
+    if _paired(x.shape, GROUP_DIRECTIONS[k], chunk):
+      fn = functools.partial(_pair, k=k, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+      y = _sharded(fn, x, p, m, *acc)
+      continue
+    for g in (k, k + 2):
+      acc = () if y is None else (y,)
+      fn = functools.partial(_group, k=g, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+      y = _sharded(fn, x, p, m, *acc)
   return y
+
+
+def _paired(shape, direction, chunk):
+  """Whether the reverse scan's segments are the forward's (S % CHUNK == 0)."""
+  meta = layout.geometry(shape, direction, chunk)[0]
+  return meta["S"] % meta["CHUNK"] == 0
+
+
+def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
+  """Groups k (forward) and k + 2 (reverse) in one launch, added to acc."""
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  num_warps = _pair_warps(meta, num_warps, backward=False)
+  table = gspn_pair_triton.PAIR_FORWARD_ACC if acc else gspn_pair_triton.PAIR_FORWARD
+  return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
+                interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
+                OFF_NEXT=12 * x.shape[-1], GROUP=k)[0]
+
+
+def _pair_warps(meta, num_warps, backward):
+  """A paired launch's warps (drops meta's REVERSE: the kernels run both). Chosen by the
+  compiler audit (bench/kernel_audit.py): at the others ptxas spills a few bytes of these
+  two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 2048."""
+  meta.pop("REVERSE")
+  elements = meta["BLOCK_L"] * meta["BLOCK_C"]
+  if meta["KERNEL"] == "rows":
+    return 8 if elements >= 512 else num_warps
+  if not backward and meta["BLOCK_C"] >= 8 and elements >= 1024:
+    return 8 if elements == 1024 else 4
+  return num_warps
+
+
+def _group(x, p, m, *acc, k, chunk, compute_capability, interpret):
+  """Group k alone, added to acc."""
+  geometry = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  table = core_kernels.CORE_FORWARD_ACC if acc else core_kernels.CORE_FORWARD
+  return launch(table, (x, p, p, p, p, p, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, *geometry,
+                interpret=interpret, compute_capability=compute_capability, NORMALIZE=True, GROUP=k)[0]
 
 
 def _fwd(x, xp, w, m, chunk, compute_capability, interpret):
@@ -81,7 +125,7 @@ def _fwd(x, xp, w, m, chunk, compute_capability, interpret):
 def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, interpret):
   """Group k's h recomputed, then its adjoint through the epilogue: dx (plus acc, the
   previous groups' dx), the six projection gradients, dm's per-program sums."""
-  meta, grid, num_warps = _geometry(x.shape, direction, chunk, k, (*_SCAN_OFFSETS, "OFF_U", "OFF_D"))
+  meta, grid, num_warps = _geometry(x.shape, direction, chunk, k, layout.SLOTS)
   opts = dict(interpret=interpret, compute_capability=compute_capability, NORMALIZE=True)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   scan_meta = {n: v for n, v in meta.items() if n not in ("OFF_U", "OFF_D")}
@@ -92,22 +136,47 @@ def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, i
                 meta, grid, num_warps, GROUP=k, **opts)
 
 
+def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
+  """Groups k and k + 2's backward in one launch: dx (plus acc), twelve projection
+  gradients (group k's six, then group k + 2's), both groups' dm per-program sums."""
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  num_warps = _pair_warps(meta, num_warps, backward=True)
+  like = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")
+  table = gspn_pair_triton.PAIR_BACKWARD_ACC if acc else gspn_pair_triton.PAIR_BACKWARD
+  # outputs: dx, the gradients, h (the recompute's scratch), dm; the rows layout's 6 + 2 state rows
+  outs = launch(table, (x, p, m, dy, *acc), [like] * 14 + [dm, dm], 4, meta, grid, num_warps, interpret=interpret,
+                compute_capability=compute_capability, NORMALIZE=True, OFF_NEXT=12 * x.shape[-1], GROUP=k)
+  return outs[:13] + outs[14:]
+
+
 def _bwd(chunk, compute_capability, interpret, residuals, dy):
   x, xp, w, m = residuals
   d = x.shape[-1]
   p = _project(xp, w, x.dtype)
-  dx, dm, dw, dxp = None, [], [[] for _ in range(6)], 0
-  for k, direction in enumerate(GROUP_DIRECTIONS):
-    fn = lambda *a, k=k, direction=direction: _group_backward(
-        *a[:4], a[4] if len(a) > 4 else None, k, direction, chunk, compute_capability, interpret)
-    dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
-    dm.append(jnp.sum(dmk))
-    for i, g in enumerate(dslices):  # gl, gc, gr, lam, u, d of group k: columns i*4D + k*D of w
-      dw[i].append(jnp.einsum("bhwr,bhwc->rc", xp, g, preferred_element_type=jnp.float32))
+  opts = dict(chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+  dx, dm, grads = None, {}, {}  # grads[k]: group k's six projection gradients
+  for k in (0, 1):
+    acc = () if dx is None else (dx,)
+    if _paired(x.shape, GROUP_DIRECTIONS[k], chunk):
+      dx, *dslices, dma, dmb = _sharded(functools.partial(_pair_backward, k=k, **opts), x, p, m.astype(x.dtype),
+                                        dy.astype(x.dtype), *acc)
+      grads[k], grads[k + 2], dm[k], dm[k + 2] = dslices[:6], dslices[6:], jnp.sum(dma), jnp.sum(dmb)
+      continue
+    for g in (k, k + 2):
+      fn = lambda *a, g=g: _group_backward(*a[:4], a[4] if len(a) > 4 else None, g, GROUP_DIRECTIONS[g], chunk,
+                                           compute_capability, interpret)
+      dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
+      grads[g], dm[g] = dslices, jnp.sum(dmk)
+  dw, dxp = [], 0
+  for i in range(6):  # gl, gc, gr, lam, u, d of group k: columns i*4D + k*D of w (slot-major)
+    for k in range(4):
+      g = grads[k][i]
+      dw.append(jnp.einsum("bhwr,bhwc->rc", xp, g, preferred_element_type=jnp.float32))
       dxp = dxp + jnp.dot(g, w[:, (4 * i + k) * d:(4 * i + k + 1) * d].astype(x.dtype).T,
                           preferred_element_type=jnp.float32)
-  dw = jnp.concatenate([g for block in dw for g in block], axis=1)
-  return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack(dm).astype(m.dtype)
+  dw = jnp.concatenate(dw, axis=1)
+  return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack([dm[k] for k in range(4)]).astype(m.dtype)
 
 
 _core.defvjp(_fwd, _bwd)

@@ -25,7 +25,7 @@ def gspn_core_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m
   """A GSPN layer's first group: y = m[GROUP] (u h + d x), h never stored."""
   _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, x_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, False, OFF_U, OFF_D, GROUP)
+            True, False, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -39,7 +39,7 @@ def gspn_core_fwd_acc_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_pt
   """The next groups: y = acc + m[GROUP] (u h + d x), acc the previous groups' sum."""
   _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, True, OFF_U, OFF_D, GROUP)
+            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -55,7 +55,7 @@ def gspn_core_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, False, OFF_U, OFF_D, GROUP)
+            True, False, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def gspn_core_bwd_acc_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_pt
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, True, OFF_U, OFF_D, GROUP)
+            True, True, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -84,7 +84,7 @@ def gspn_core_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_p
                               OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
   _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, x_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, False, OFF_U, OFF_D, GROUP)
+            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -98,7 +98,7 @@ def gspn_core_fwd_acc_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr,
                                   OFF_D: tl.constexpr, GROUP: tl.constexpr):
   _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr, state_ptr, S, L, C,
             STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL,
-            OFF_GC, OFF_GR, OFF_LAM, True, True, OFF_U, OFF_D, GROUP)
+            OFF_GC, OFF_GR, OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -113,7 +113,7 @@ def gspn_core_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_p
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, False, OFF_U, OFF_D, GROUP)
+            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False)
 
 
 @triton.jit
@@ -129,7 +129,7 @@ def gspn_core_bwd_acc_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr,
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, True, OFF_U, OFF_D, GROUP)
+            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
 
 
 # a GSPN layer's groups with the u h + d x epilogue and merge weight: the first, then accumulating

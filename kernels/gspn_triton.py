@@ -49,6 +49,14 @@ def _tile(program_b, program_c, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.c
 
 
 @triton.jit
+def _segment(NSEG: tl.constexpr, MIRROR: tl.constexpr):
+  seg = tl.program_id(0) % NSEG
+  if MIRROR:
+    seg = NSEG - 1 - seg
+  return seg
+
+
+@triton.jit
 def _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
           STRIDE_S: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr, OFF_LAM: tl.constexpr):
   """Mask of the segment's j-th scan step, its offsets in C-channel arrays (off) and in
@@ -146,10 +154,11 @@ def _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
               EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-              GROUP: tl.constexpr):
+              GROUP: tl.constexpr, MIRROR: tl.constexpr):
   """The tile layout's forward; with EPILOGUE it stores [acc +] m[GROUP] (u h + d x)
-  instead of h."""
-  seg = tl.program_id(0) % NSEG
+  instead of h. MIRROR: segment NSEG - 1 - seg, i.e. with REVERSE the pixels the forward
+  scan's segment seg covers (when S % CHUNK == 0)."""
+  seg = _segment(NSEG, MIRROR)
   base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                              STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
@@ -193,7 +202,7 @@ def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
                     OFF_LAM: tl.constexpr):
   _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            False, False, 0, 0, 0)
+            False, False, 0, 0, 0, False)
 
 
 @triton.jit
@@ -203,10 +212,12 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
-              CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+              CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
+              MIRROR: tl.constexpr):
   """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients
-  (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr)."""
-  seg = tl.program_id(0) % NSEG
+  (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr).
+  MIRROR as in _fwd_tile."""
+  seg = _segment(NSEG, MIRROR)
   base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                              STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
@@ -250,7 +261,7 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            False, False, 0, 0, 0)
+            False, False, 0, 0, 0, False)
 
 
 @triton.jit
@@ -275,9 +286,9 @@ def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr,
-              OFF_D: tl.constexpr, GROUP: tl.constexpr):
-  """The rows layout's forward; EPILOGUE as in _fwd_tile."""
-  seg = tl.program_id(0) % NSEG
+              OFF_D: tl.constexpr, GROUP: tl.constexpr, MIRROR: tl.constexpr):
+  """The rows layout's forward; EPILOGUE, MIRROR as in _fwd_tile."""
+  seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (2 * ROW)
   for j in tl.range(0, CHUNK):
@@ -309,7 +320,7 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
                          OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
   _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, False, False, 0, 0, 0)
+            OFF_LAM, False, False, 0, 0, 0, False)
 
 
 @triton.jit
@@ -320,9 +331,9 @@ def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-              GROUP: tl.constexpr):
+              GROUP: tl.constexpr, MIRROR: tl.constexpr):
   """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows."""
-  seg = tl.program_id(0) % NSEG
+  seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (6 * ROW)
   mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
@@ -378,7 +389,7 @@ def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, False, False, 0, 0, 0)
+            OFF_LAM, False, False, 0, 0, 0, False)
 
 
 FORWARD = {"tile": gspn_fwd_kernel, "rows": gspn_fwd_rows_kernel}

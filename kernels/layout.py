@@ -51,12 +51,16 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=N
   return meta, (b * nseg, -(-c // block_c)), num_warps
 
 
+SLOTS = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM", "OFF_U", "OFF_D")  # a group's six projected slots
+
+
 def core_offsets(d, group):
   """Channel offsets of group `group`'s gl, gc, gr, lam, u, d in a GSPN layer's
-  projection [gates (12D: gl | gc | gr, 4 groups each) | lam | u | d (4D each)], and
-  the group's index for its merge weight."""
-  names = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM", "OFF_U", "OFF_D")
-  return {name: i * 4 * d + group * d for i, name in enumerate(names)}
+  projection in the kernels' group-major order [group 0: gl | gc | gr | lam | u | d
+  (D each) | group 1: ... ] (kernels/core_op.py permutes the weights' columns to it):
+  one group's slots are 6D contiguous channels of a pixel, so at small D a program's
+  reads fill whole 32-byte sectors."""
+  return {name: (6 * group + i) * d for i, name in enumerate(SLOTS)}
 
 
 def state_size(meta, grid, rows):

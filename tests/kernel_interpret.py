@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 import kernels  # noqa: E402
 from gspn_jax.ops import gspn_core, gspn_scan  # noqa: E402
-from kernels import gspn_triton, layout  # noqa: E402
+from kernels import core_op, gspn_triton, layout  # noqa: E402
 
 
 def _torch(a):
@@ -96,7 +96,8 @@ def core_case(shape, chunk, dtype, seed=0):
   y_r, g_r = _core_value_and_grads(up, ct, chunk, "reference")
   f32 = lambda a: np.asarray(a.astype(jnp.float32))
   layouts = {layout.geometry(shape, dr, chunk)[0]["KERNEL"] for dr in layout.DIRECTIONS}
-  return {"op": "gspn_core", "shape": shape, "layout": "+".join(sorted(layouts)), "chunk": chunk,
+  paired = [core_op._paired(shape, dr, chunk) for dr in ("lr", "tb")]  # one launch for lr + rl, for tb + bt
+  return {"op": "gspn_core", "shape": shape, "layout": "+".join(sorted(layouts)), "chunk": chunk, "paired": paired,
           "dtype": str(jnp.dtype(dtype)), "fwd": rel_err(f32(y_t), f32(y_r)),
           "bwd": max(rel_err(f32(a), f32(b)) for a, b in zip(g_t, g_r))}
 
@@ -115,9 +116,10 @@ def main():
     results.append(case(long_line, direction, 2, True, jnp.dtype(jnp.float32), seed=4, rows_tile=2048))
   results.append(case((1, 9, 6, 2), "rl", 3, True, jnp.dtype(jnp.bfloat16), seed=5, rows_tile=8))
   # a whole GSPN layer: four directions from the fused forward and the backward, odd sizes
-  # (lines of 33 along H take the rows layout, those of 3 along W the tile layout)
-  for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 5, 7, 3), None, jnp.float32),
-                              ((2, 5, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), 1, jnp.float32)):
+  # (lines of 33 along H take the rows layout, those of 3 along W the tile layout); an axis
+  # whose length divides by the chunk runs its two groups in one launch, else one each
+  for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 5, 7, 3), 1, jnp.float32),
+                              ((2, 6, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), None, jnp.float32)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))
   json.dump(results, sys.stdout)
 

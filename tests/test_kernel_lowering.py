@@ -23,9 +23,8 @@ def report():
 def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
   seen = {(r["case"], r["dtype"], r["compute_capability"], r["kernel"]) for r in report if "mesh_devices" in r}
   for dtype, cc in (("float32", 90), ("bfloat16", 80)):  # the H100 and the A100
-    assert {("train_step", dtype, cc, k) for k in ("gspn_core_fwd_kernel", "gspn_core_fwd_acc_kernel",
-                                                   "gspn_fwd_kernel", "gspn_core_bwd_acc_kernel")} <= seen
-  assert ("sampling_step", "bfloat16", 90, "gspn_core_fwd_acc_kernel") in seen
+    assert {("train_step", dtype, cc, f"gspn_pair_{k}_kernel") for k in ("fwd", "fwd_acc", "bwd", "bwd_acc")} <= seen
+  assert ("sampling_step", "bfloat16", 90, "gspn_pair_fwd_acc_kernel") in seen
   for r in report:
     if "mesh_devices" in r:  # the kernels see one device's half of the batch (tiny_config: 16 images, 4 sampled)
       batch = int(r["operand_shapes"][0].split("<")[1].split("x")[0])
@@ -35,9 +34,8 @@ def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
 
 def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
   bench = [r for r in report if "mesh_devices" not in r]
-  kernels = {f"gspn_{k}{layout}_kernel" for k in ("core_fwd", "core_fwd_acc", "fwd", "core_bwd", "core_bwd_acc")
-             for layout in ("", "_rows")}
-  assert {r["kernel"] for r in bench} == kernels  # a GSPN layer at one shape per layout class
+  kernels = {f"gspn_pair_{k}{layout}_kernel" for k in ("fwd", "fwd_acc", "bwd", "bwd_acc") for layout in ("", "_rows")}
+  assert {r["kernel"] for r in bench} == kernels  # a GSPN layer at one shape per layout class (axes paired)
   for r in bench:
     assert r["gate_copies"] == 0, r
     assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, r
@@ -45,14 +43,15 @@ def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
     assert r["sass_per_element_step"] is not None, r
 
 
-def _lowered_layer(merge, value_and_grad=True):
-  """A bf16 GSPN layer (gspn_core, impl='triton') lowered for an H100, at a tiny shape."""
+def _lowered_layer(merge, value_and_grad=True, hw=(4, 5)):
+  """A bf16 GSPN layer (gspn_core, impl='triton') lowered for an H100, at a tiny shape whose
+  H divides by the chunk (tb and bt in one launch) and W does not (lr and rl one each)."""
   import jax.numpy as jnp
 
   from gspn_jax.ops import gspn_core
   from kernels import audit
 
-  b, h, w, d, r = 2, 5, 5, 16, 2
+  (h, w), b, d, r = hw, 2, 16, 2
   avals = (jax.ShapeDtypeStruct((b, h, w, d), jnp.bfloat16), jax.ShapeDtypeStruct((b, h, w, r), jnp.bfloat16),
            jax.ShapeDtypeStruct((r, 12 * d), jnp.float32), *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
            jax.ShapeDtypeStruct((4,), jnp.float32))
@@ -67,23 +66,27 @@ def test_layer_kernels_read_the_projections_in_place():
 
   lowered = _lowered_layer("aligned")
   kernels = [c["kernel"] for c in audit.triton_calls(lowered)]
-  # forward: 4 fused groups; backward: per group the recomputed h and the fused adjoint
-  assert sorted(set(kernels)) == ["gspn_core_bwd_acc_kernel", "gspn_core_bwd_kernel", "gspn_core_fwd_acc_kernel",
-                                  "gspn_core_fwd_kernel", "gspn_fwd_kernel"] and len(kernels) == 12, kernels
+  # lr, rl alone (backward: the recomputed h and the fused adjoint per group), tb + bt paired
+  assert kernels == ["gspn_core_fwd_kernel", "gspn_core_fwd_acc_kernel", "gspn_pair_fwd_acc_kernel",
+                     "gspn_fwd_kernel", "gspn_core_bwd_kernel", "gspn_fwd_kernel", "gspn_core_bwd_acc_kernel",
+                     "gspn_pair_bwd_acc_kernel"], kernels
   assert audit.copied_operands(lowered) == []
   # the released merge scans transposed copies of x from sliced gates: the check sees them
-  assert {op for _, _, op in audit.copied_operands(_lowered_layer("released"))} == {"stablehlo.concatenate",
-                                                                                    "stablehlo.slice"}
+  released = audit.copied_operands(_lowered_layer("released", hw=(5, 5)))
+  assert {op for _, _, op in released} == {"stablehlo.concatenate", "stablehlo.slice"}
 
 
 def test_layer_forward_never_stores_h():
   from kernels import audit
 
   calls = audit.triton_calls(_lowered_layer("aligned", value_and_grad=False))
-  # four launches, each adding its group to the previous groups' sum: no per-direction h output
-  assert [c["kernel"] for c in calls] == ["gspn_core_fwd_kernel"] + ["gspn_core_fwd_acc_kernel"] * 3
+  # each launch adds its group(s) to the previous launches' sum: no per-direction h output
+  assert [c["kernel"] for c in calls] == ["gspn_core_fwd_kernel", "gspn_core_fwd_acc_kernel",
+                                          "gspn_pair_fwd_acc_kernel"]
   assert all(len(c["result_shapes"]) == 1 for c in calls)
   assert all(c["operand_shapes"][-1] == c["result_shapes"][0] for c in calls[1:])
+  # the pair reads the projection once as one 24D-wide operand (both groups' six slots in place)
+  assert calls[2]["operand_shapes"][1].startswith("tensor<2x4x5x384x"), calls[2]["operand_shapes"]
 
 
 def test_the_replicated_warp_check_sees_a_line_copied_over_warps():

@@ -35,6 +35,9 @@ def test_fused_gspn_layer_matches_the_reference(interpreter_report):
   # the in-place reads, the u h + d x epilogue and merge, the recomputing backward; x's dtype
   core = [r for r in interpreter_report if r.get("op") == "gspn_core"]
   assert {r["chunk"] for r in core} == {1, 2, 3, None} and {r["layout"] for r in core} == {"tile", "rows+tile"}
+  # both axes' groups paired in one launch (tile and rows layouts, mirrored segments), and alone
+  assert {tuple(r["paired"]) for r in core} == {(True, False), (True, True), (False, True)}
+  assert any(r["layout"] == "rows+tile" and r["paired"] == [True, True] for r in core)
   for r in core:
     if r["dtype"] == "float32":
       assert r["fwd"] < 1e-5 and r["bwd"] < 1e-5, r
