@@ -99,12 +99,12 @@ def _gates(p, line):
   return (a, b, c), (hp, hn), t, jnp.maximum(t, EPS)
 
 
-def _project(st, xp, wk):
-  """Per step, the six D-channel blocks of xp @ wk (fp32). One dot per block, so that
-  each step's fusion reads whole arrays rather than channel slices of a 6D-wide one."""
+def _project(xps, wk):
+  """Per step, the six D-channel blocks of xp_j @ wk (fp32), from the step's view of xp:
+  one dot per block and step, so that the step's fusions read whole dot outputs, not
+  channel slices or step views of a 6D-wide projection (which XLA copies out)."""
   d = wk.shape[1] // 6
-  blocks = [st.split(jnp.dot(xp, wk[:, i * d:(i + 1) * d])) for i in range(6)]
-  return list(zip(*blocks))
+  return [[jnp.dot(xp_j, wk[:, i * d:(i + 1) * d]).astype(jnp.float32) for i in range(6)] for xp_j in xps]
 
 
 def _states(st, xs, ps):
@@ -124,7 +124,7 @@ def group_forward(xk, xp, wk, mk, direction, chunk):
   """m_k (u h + d x) of one channel group, fp32, in xk's frame. wk: (R, 6D) the group's
   [gl | gc | gr | lam | u | d] columns in xk's dtype; mk: fp32 scalar."""
   st = Steps(xk.shape, direction, chunk)
-  xs, ps = st.split(xk), _project(st, xp, wk)
+  xs, ps = st.split(xk), _project(st.split(xp, dtype=xp.dtype), wk)
   hs = _states(st, xs, ps)
   return st.join([mk * (p[4] * h + p[5] * x) for x, p, h in zip(xs, ps, hs)], jnp.float32)
 
@@ -133,8 +133,8 @@ def group_backward(xk, xp, wk, mk, dy, direction, chunk):
   """Cotangents (dxk fp32, dxp fp32, dwk fp32 (R, 6D), dmk) of group_forward for dy (fp32)."""
   d = xk.shape[-1]
   st = Steps(xk.shape, direction, chunk)
-  xs, ps, dys = st.split(xk), _project(st, xp, wk), st.split(dy)
   xps = st.split(xp, dtype=xp.dtype)
+  xs, ps, dys = st.split(xk), _project(xps, wk), st.split(dy)
   hs = _states(st, xs, ps)
   dxs, dxps, dws, dm, carry = [None] * st.n, [None] * st.n, [0] * 6, 0, None
   for j in reversed(range(st.n)):
