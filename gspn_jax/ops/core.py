@@ -102,10 +102,11 @@ def _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, scan_impl):
 
 
 def _group_weights(w, k, dtype):
-  """Group k's (R, 6D) columns [gl | gc | gr | lam | u | d] of the 24D-wide weights
-  [gates (12D) | lam (4D) | u (4D) | d (4D)], each block 4 groups of D channels."""
-  r, d = w.shape[0], w.shape[1] // 24
-  return w.reshape(r, 6, 4, d)[:, :, k].reshape(r, 6 * d).astype(dtype)
+  """Group k's (R, D) blocks gl, gc, gr, lam, u, d of the 24D-wide weights
+  [gates (12D) | lam (4D) | u (4D) | d (4D)], each 4D block 4 groups of D channels.
+  Plain column slices of w (a reshaped w would make each slice read all of it)."""
+  d = w.shape[1] // 24
+  return [jax.lax.slice_in_dim(w, (4 * i + k) * d, (4 * i + k + 1) * d, axis=1).astype(dtype) for i in range(6)]
 
 
 def _unrolled(x, xp, w, m, chunk, merge):
@@ -131,9 +132,9 @@ def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
     dxk, dxpk, dwk, dmk = unrolled.group_backward(xk, xp, _group_weights(w, k, x.dtype), m32[k], dy,
                                                    direction, chunk)
     dx, dxp = dx + to_x(dxk, k), dxp + dxpk
-    dws.append(dwk.reshape(-1, 6, 1, x.shape[-1]))
+    dws.append(dwk)
     dm.append(dmk)
-  dw = jnp.concatenate(dws, axis=2).reshape(w.shape)  # back to w's layout
+  dw = jnp.concatenate([dws[k][i] for i in range(6) for k in range(4)], axis=1)  # w's layout
   return dx.astype(x.dtype), dxp.astype(xp.dtype), dw, jnp.stack(dm)
 
 

@@ -100,11 +100,10 @@ def _gates(p, line):
 
 
 def _project(xps, wk):
-  """Per step, the six D-channel blocks of xp_j @ wk (fp32), from the step's view of xp:
-  one dot per block and step, so that the step's fusions read whole dot outputs, not
-  channel slices or step views of a 6D-wide projection (which XLA copies out)."""
-  d = wk.shape[1] // 6
-  return [[jnp.dot(xp_j, wk[:, i * d:(i + 1) * d]).astype(jnp.float32) for i in range(6)] for xp_j in xps]
+  """Per step, the six blocks xp_j @ wk[i] (fp32), from the step's view of xp: one dot
+  per block and step, so that the step's fusions read whole dot outputs, not channel
+  slices or step views of a 6D-wide projection (which XLA copies out)."""
+  return [[jnp.dot(xp_j, w_i).astype(jnp.float32) for w_i in wk] for xp_j in xps]
 
 
 def _states(st, xs, ps):
@@ -121,8 +120,8 @@ def _states(st, xs, ps):
 
 
 def group_forward(xk, xp, wk, mk, direction, chunk):
-  """m_k (u h + d x) of one channel group, fp32, in xk's frame. wk: (R, 6D) the group's
-  [gl | gc | gr | lam | u | d] columns in xk's dtype; mk: fp32 scalar."""
+  """m_k (u h + d x) of one channel group, fp32, in xk's frame. wk: the group's six
+  (R, D) weight blocks gl, gc, gr, lam, u, d in xk's dtype; mk: fp32 scalar."""
   st = Steps(xk.shape, direction, chunk)
   xs, ps = st.split(xk), _project(st.split(xp, dtype=xp.dtype), wk)
   hs = _states(st, xs, ps)
@@ -130,7 +129,7 @@ def group_forward(xk, xp, wk, mk, direction, chunk):
 
 
 def group_backward(xk, xp, wk, mk, dy, direction, chunk):
-  """Cotangents (dxk fp32, dxp fp32, dwk fp32 (R, 6D), dmk) of group_forward for dy (fp32)."""
+  """Cotangents (dxk fp32, dxp fp32, the six blocks' dwk fp32, dmk) of group_forward for dy (fp32)."""
   d = xk.shape[-1]
   st = Steps(xk.shape, direction, chunk)
   xps = st.split(xp, dtype=xp.dtype)
@@ -161,9 +160,9 @@ def group_backward(xk, xp, wk, mk, dy, direction, chunk):
     for i, dp_i in enumerate(dp):
       if dp_i is None:
         continue
-      dp_i, w_i = dp_i.astype(wk.dtype), wk[:, i * d:(i + 1) * d]
+      dp_i, w_i = dp_i.astype(wk[i].dtype), wk[i]
       dws[i] = dws[i] + jnp.einsum("...r,...c->rc", xps[j], dp_i, preferred_element_type=jnp.float32)
       dxp_j = dxp_j + jnp.dot(dp_i, w_i.T, preferred_element_type=jnp.float32)
     dxps[j] = dxp_j
-  dws = [jnp.zeros((wk.shape[0], d), jnp.float32) if isinstance(w, int) else w for w in dws]
-  return st.join(dxs, jnp.float32), st.join(dxps, jnp.float32), jnp.concatenate(dws, axis=1), dm
+  dws = [jnp.zeros(w_i.shape, jnp.float32) if isinstance(dw, int) else dw for dw, w_i in zip(dws, wk)]
+  return st.join(dxs, jnp.float32), st.join(dxps, jnp.float32), dws, dm
