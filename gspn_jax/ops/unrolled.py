@@ -8,13 +8,14 @@ into (segments, n) by a reshape, step j is one index of the n axis (counted from
 end for "rl"/"bt"), and all segments advance together. Neighbours along the line are
 one `lax.pad` each (a shift with zero fill), so a step is a single elementwise fusion.
 
-A channel group is one direction's share of a GSPN layer: its projection
-P = xp @ [w_gl | w_gc | w_gr | w_lam | w_u | w_d] (6D channels, one dot), the gates
-normalised inside each step's fusion, and m (u h + d x). Its backward is the reference's
-analytic adjoint (a reverse recurrence with the transposed tridiagonal operator) with the
-normalisation's and sigmoid's Jacobians written out, and each step's 6D-channel
-projection cotangent is contracted where it is formed (dW += xp_j^T dP_j,
-dxp_j = dP_j W^T): no whole-layer cotangent is stacked, concatenated or kept.
+A channel group is one direction's share of a GSPN layer: its projections
+xp @ w_gl, w_gc, w_gr, w_lam, w_u, w_d, each step's computed from that step's view of xp
+(one small dot per block and step), the gates normalised inside the step's fusion, and
+m (u h + d x). Its backward is the reference's analytic adjoint (a reverse recurrence
+with the transposed tridiagonal operator) with the normalisation's and sigmoid's
+Jacobians written out; each step's block cotangents are contracted where they are
+formed (dW_i += xp_j^T dP_ij, dxp_j += dP_ij W_i^T), so no projection or cotangent of
+the whole layer is sliced, stacked, concatenated or kept.
 """
 
 import jax
@@ -130,7 +131,6 @@ def group_forward(xk, xp, wk, mk, direction, chunk):
 
 def group_backward(xk, xp, wk, mk, dy, direction, chunk):
   """Cotangents (dxk fp32, dxp fp32, the six blocks' dwk fp32, dmk) of group_forward for dy (fp32)."""
-  d = xk.shape[-1]
   st = Steps(xk.shape, direction, chunk)
   xps = st.split(xp, dtype=xp.dtype)
   xs, ps, dys = st.split(xk), _project(xps, wk), st.split(dy)
