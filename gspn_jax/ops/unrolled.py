@@ -89,8 +89,6 @@ class Steps:
     return self.n - 1 - j if self.reverse else j
 
 
-
-
 def _gates(p, line):
   """A step's sigmoid gates (a, b, c), the line masks, the normaliser before (t) and
   after (s) its floor; the normalised gates are a/s, b/s, c/s (gates.normalize_gates)."""
