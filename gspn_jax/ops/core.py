@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from gspn_jax.ops import unrolled
 from gspn_jax.ops.barrier import after
+from gspn_jax.ops.reference import segment_length
 
 GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")
 MERGES = ("aligned", "released")
@@ -55,6 +56,8 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
     from gspn_jax.ops import _triton_available
 
     impl = "triton" if _triton_available() else "xla"
+  if impl == "xla" and segment_length(max(x.shape[1:3]), chunk) > unrolled.MAX_UNROLL:
+    impl = "reference"  # not unrolled; the reference's lax.scan (it keeps the 24D expansion)
   if impl == "reference":
     return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "xla")
   if impl == "triton" and merge == "aligned":
@@ -98,36 +101,23 @@ def _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, scan_impl):
   return y
 
 
-def _group(xp, w, k, d, dtype):
-  """Group k's (gl, gc, gr, lam, u, d) logits/values: xp times the group's columns of
-  the 24D-wide weights [gates (12D) | lam (4D) | u (4D) | d (4D)]. One dot per slice,
-  so that each consumer reads its own D channels (a fusion reading a slice of the
-  whole projection would stream all 24D channels)."""
-  return [_project(xp, jax.lax.slice_in_dim(w, base + k * d, base + (k + 1) * d, axis=1), dtype)
-          for base in range(0, 24 * d, 4 * d)]
-
-
-def _group_forward(xk, gl, gc, gr, lam, u, dd, mk, direction, chunk):
-  """m_k (u h + d x) of one group in fp32: gates normalised as produced, the unrolled scan."""
-  gl, gc, gr = unrolled.normalized_gates(gl, gc, gr, unrolled.scan_axes(direction)[1])
-  h = unrolled.scan(xk, gl, gc, gr, lam, direction, chunk)
-  return mk * (u.astype(jnp.float32) * h + dd.astype(jnp.float32) * xk.astype(jnp.float32))
+def _group_weights(w, k, dtype):
+  """Group k's (R, D) blocks gl, gc, gr, lam, u, d of the 24D-wide weights
+  [gates (12D) | lam (4D) | u (4D) | d (4D)], each 4D block 4 groups of D channels.
+  Plain column slices of w (a reshaped w would make each slice read all of it)."""
+  d = w.shape[1] // 24
+  return [jax.lax.slice_in_dim(w, (4 * i + k) * d, (4 * i + k + 1) * d, axis=1).astype(dtype) for i in range(6)]
 
 
 def _unrolled(x, xp, w, m, chunk, merge):
-  d = x.shape[-1]
   m = m.astype(x.dtype).astype(jnp.float32)
-  y = sum(_group_forward(xk, *_group(xp, w, k, d, x.dtype), m[k], direction, chunk)
+  y = sum(unrolled.group_forward(xk, xp, _group_weights(w, k, x.dtype), m[k], direction, chunk)
           for k, (xk, direction) in enumerate(_inputs(x, merge)))
   return y.astype(x.dtype)
 
 
 def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
-  """The fast path's backward: the projections recomputed, each group's
-  adjoint (scan, normalisation, epilogue) by its vjp, then its six slices' gradients
-  gathered into one 6D-wide cotangent for one dW and one dxp dot per group (one group's
-  transients live at a time)."""
-  d = x.shape[-1]
+  """The fast path's backward, group by group (one group's transients live at a time)."""
   m32 = m.astype(x.dtype).astype(jnp.float32)
   dy = dy.astype(jnp.float32)
   dx, dm, dws, dxp = 0, [], [], 0
@@ -139,18 +129,12 @@ def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
     return jnp.swapaxes(dxk, 1, 2) if k % 2 else dxk
 
   for k, (xk, direction) in enumerate(_inputs(x, merge)):
-    fn = lambda xk, *a: _group_forward(xk, *a, direction, chunk)
-    _, vjp = jax.vjp(fn, xk, *_group(xp, w, k, d, x.dtype), m32[k])
-    dxk, *dslices, dmk = vjp(dy)
-    dx = dx + to_x(dxk.astype(jnp.float32), k)
+    dxk, dxpk, dwk, dmk = unrolled.group_backward(xk, xp, _group_weights(w, k, x.dtype), m32[k], dy,
+                                                   direction, chunk)
+    dx, dxp = dx + to_x(dxk, k), dxp + dxpk
+    dws.append(dwk)
     dm.append(dmk)
-    dproj = jnp.concatenate(dslices, axis=3).astype(x.dtype)  # this group's 6 slices, (B, H, W, 6D)
-    wk = jnp.concatenate([jax.lax.slice_in_dim(w, b + k * d, b + (k + 1) * d, axis=1)
-                          for b in range(0, 24 * d, 4 * d)], axis=1)
-    dws.append(jnp.einsum("bhwr,bhwc->rc", xp, dproj, preferred_element_type=jnp.float32))
-    dxp = dxp + jnp.dot(dproj, wk.astype(x.dtype).T, preferred_element_type=jnp.float32)
-  # dws[k] holds group k's columns of each of the six blocks: interleave back to w's layout.
-  dw = jnp.concatenate([dws[k][:, i * d:(i + 1) * d] for i in range(6) for k in range(4)], axis=1)
+  dw = jnp.concatenate([dws[k][i] for i in range(6) for k in range(4)], axis=1)  # w's layout
   return dx.astype(x.dtype), dxp.astype(xp.dtype), dw, jnp.stack(dm)
 
 

@@ -7,20 +7,26 @@ in Python and every step is a strided view of the NHWC arrays: the scan axis is 
 into (segments, n) by a reshape, step j is one index of the n axis (counted from the
 end for "rl"/"bt"), and all segments advance together. Neighbours along the line are
 one `lax.pad` each (a shift with zero fill), so a step is a single elementwise fusion.
-The backward is the reference's analytic adjoint (a reverse recurrence with the
-transposed tridiagonal operator), written the same way.
-"""
 
-import functools
+A channel group is one direction's share of a GSPN layer: its projections
+xp @ w_gl, w_gc, w_gr, w_lam, w_u, w_d, each step's computed from that step's view of xp
+(one small dot per block and step), the gates normalised inside the step's fusion, and
+m (u h + d x). Its backward is the reference's analytic adjoint (a reverse recurrence
+with the transposed tridiagonal operator) with the normalisation's and sigmoid's
+Jacobians written out; each step's block cotangents are contracted where they are
+formed (dW_i += xp_j^T dP_ij, dxp_j += dP_ij W_i^T), so no projection or cotangent of
+the whole layer is sliced, stacked, concatenated or kept.
+"""
 
 import jax
 import jax.numpy as jnp
 
-from gspn_jax.ops.reference import gspn_scan_reference, segment_length
+from gspn_jax.ops.reference import segment_length
 
-# Segments longer than this run through the reference's lax.scan (compile time grows
-# with the unrolled length; GSPN models scan at most 64 steps, at 1024 px).
+# Longer segments are not unrolled (compile time grows with the unrolled length; GSPN
+# models scan at most 64 steps, at 1024 px); gspn_core runs the reference there.
 MAX_UNROLL = 64
+EPS = 1e-7  # the floor of the gate normaliser, as gates.normalize_gates
 
 
 def scan_axes(direction):
@@ -44,15 +50,7 @@ def line_masks(shape, line_axis, dtype=jnp.float32):
   return (idx > 0).astype(dtype), (idx < n - 1).astype(dtype)
 
 
-def normalized_gates(gl, gc, gr, line_axis):
-  """normalize_gates in fp32, returned in fp32 (fused into the scan's steps by XLA)."""
-  gl, gc, gr = (jax.nn.sigmoid(g.astype(jnp.float32)) for g in (gl, gc, gr))
-  has_prev, has_next = line_masks(gl.shape, line_axis)
-  s = jnp.maximum(gl * has_prev + gc + gr * has_next, 1e-7)
-  return gl / s, gc / s, gr / s
-
-
-class _Steps:
+class Steps:
   """A direction's segments as strided views: split an (B, H, W, C) array into its n
   scan steps (each (B, L, nseg, C) or (B, nseg, L, C), all segments at once) and join
   per-step arrays back. The last segment in scan order is zero-padded when short."""
@@ -67,21 +65,21 @@ class _Steps:
     self.pad = nseg * self.n - self.s
     self.split_shape = shape[:self.axis] + (nseg, self.n) + shape[self.axis + 1:]
 
-  def split(self, a):
-    """The n steps of a in scan order, fp32."""
+  def split(self, a, dtype=jnp.float32):
+    """The n steps of a in scan order, in dtype."""
     if self.pad:
       spec = [(0, 0)] * a.ndim
       spec[self.axis] = (self.pad, 0) if self.reverse else (0, self.pad)
       a = jnp.pad(a, spec)
-    a = a.reshape(self.split_shape)
-    return [jax.lax.index_in_dim(a, self._index(j), self.axis + 1, keepdims=False).astype(jnp.float32)
+    a = a.reshape(self.split_shape[:-1] + a.shape[-1:])
+    return [jax.lax.index_in_dim(a, self._index(j), self.axis + 1, keepdims=False).astype(dtype)
             for j in range(self.n)]
 
   def join(self, steps, dtype):
     """Inverse of split: per-step arrays in scan order -> (B, H, W, C) in dtype."""
     order = [steps[self._index(i)] for i in range(self.n)]  # storage order
     out = jnp.stack(order, axis=self.axis + 1)
-    out = out.reshape(self.split_shape[:self.axis] + (-1,) + self.shape[self.axis + 1:])
+    out = out.reshape(self.split_shape[:self.axis] + (-1,) + self.shape[self.axis + 1:-1] + out.shape[-1:])
     if self.pad:
       start = self.pad if self.reverse else 0
       out = jax.lax.slice_in_dim(out, start, start + self.s, axis=self.axis)
@@ -91,55 +89,78 @@ class _Steps:
     return self.n - 1 - j if self.reverse else j
 
 
-def scan(x, gl, gc, gr, lam, direction, chunk):
-  """h of gspn_scan in fp32 (gates already normalised, any dtype in): the unrolled form."""
-  if segment_length(x.shape[scan_axes(direction)[0]], chunk) > MAX_UNROLL:
-    return gspn_scan_reference(*(a.astype(jnp.float32) for a in (x, gl, gc, gr, lam)), direction, chunk)
-  return _scan(x, gl, gc, gr, lam, direction, chunk)
+def _gates(p, line):
+  """A step's sigmoid gates (a, b, c), the line masks, the normaliser before (t) and
+  after (s) its floor; the normalised gates are a/s, b/s, c/s (gates.normalize_gates)."""
+  a, b, c = (jax.nn.sigmoid(logits) for logits in p[:3])
+  hp, hn = line_masks(a.shape, line)
+  t = a * hp + b + c * hn
+  return (a, b, c), (hp, hn), t, jnp.maximum(t, EPS)
 
 
-def _forward(x, gl, gc, gr, lam, direction, chunk):
-  st = _Steps(x.shape, direction, chunk)
+def _project(xps, wk):
+  """Per step, the six blocks xp_j @ wk[i] (fp32), from the step's view of xp: one dot
+  per block and step, so that the step's fusions read whole dot outputs, not channel
+  slices or step views of a 6D-wide projection (which XLA copies out)."""
+  return [[jnp.dot(xp_j, w_i).astype(jnp.float32) for w_i in wk] for xp_j in xps]
+
+
+def _states(st, xs, ps):
+  """h of every step (fp32), each step one fusion of its gate logits."""
   hs, h = [], None
-  for x_j, gl_j, gc_j, gr_j, lam_j in zip(*(st.split(a) for a in (x, gl, gc, gr, lam))):
-    u = lam_j * x_j
-    h = u if h is None else u + gl_j * shift(h, st.line, 1) + gc_j * h + gr_j * shift(h, st.line, -1)
+  for x_j, p_j in zip(xs, ps):
+    u = p_j[3] * x_j
+    if h is not None:
+      (a, b, c), _, _, s = _gates(p_j, st.line)
+      u = u + (a * shift(h, st.line, 1) + b * h + c * shift(h, st.line, -1)) / s
+    h = u
     hs.append(h)
-  return st.join(hs, jnp.float32)
+  return hs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _scan(x, gl, gc, gr, lam, direction, chunk):
-  return _forward(x, gl, gc, gr, lam, direction, chunk)
+def group_forward(xk, xp, wk, mk, direction, chunk):
+  """m_k (u h + d x) of one channel group, fp32, in xk's frame. wk: the group's six
+  (R, D) weight blocks gl, gc, gr, lam, u, d in xk's dtype; mk: fp32 scalar."""
+  st = Steps(xk.shape, direction, chunk)
+  xs, ps = st.split(xk), _project(st.split(xp, dtype=xp.dtype), wk)
+  hs = _states(st, xs, ps)
+  return st.join([mk * (p[4] * h + p[5] * x) for x, p, h in zip(xs, ps, hs)], jnp.float32)
 
 
-def _scan_fwd(x, gl, gc, gr, lam, direction, chunk):
-  h = _forward(x, gl, gc, gr, lam, direction, chunk)
-  return h, (x, gl, gc, gr, lam, h)
-
-
-def _scan_bwd(direction, chunk, residuals, dh):
-  """The reference's adjoint, step by step in the image frame: g[j] = dh[j] + T[j+1]^T g[j+1].
-  Each g[j] is materialised once (an optimization barrier): it feeds the next step and
-  five gradients, which XLA would otherwise re-evaluate through the whole chain."""
-  x, gl, gc, gr, lam, h = residuals
-  st = _Steps(x.shape, direction, chunk)
-  xs, gls, gcs, grs, lams, hs, dhs = (st.split(a) for a in (x, gl, gc, gr, lam, h, dh))
-  gs, carry = [None] * st.n, None
+def group_backward(xk, xp, wk, mk, dy, direction, chunk):
+  """Cotangents (dxk fp32, dxp fp32, the six blocks' dwk fp32, dmk) of group_forward for dy (fp32)."""
+  st = Steps(xk.shape, direction, chunk)
+  xps = st.split(xp, dtype=xp.dtype)
+  xs, ps, dys = st.split(xk), _project(xps, wk), st.split(dy)
+  hs = _states(st, xs, ps)
+  dxs, dxps, dws, dm, carry = [None] * st.n, [None] * st.n, [0] * 6, 0, None
   for j in reversed(range(st.n)):
-    g = jax.lax.optimization_barrier(dhs[j] if carry is None else dhs[j] + carry)
-    gs[j] = g
-    carry = gcs[j] * g + shift(gls[j] * g, st.line, -1) + shift(grs[j] * g, st.line, 1)
-  zero = jnp.zeros_like(gs[0])
-  prev = [zero] + hs[:-1]  # zero state before each segment's first step
-  grads = (
-      [lam_j * g for lam_j, g in zip(lams, gs)],                         # dx
-      [g * shift(p, st.line, 1) for g, p in zip(gs, prev)],              # dgl
-      [g * p for g, p in zip(gs, prev)],                                 # dgc
-      [g * shift(p, st.line, -1) for g, p in zip(gs, prev)],             # dgr
-      [x_j * g for x_j, g in zip(xs, gs)],                               # dlam
-  )
-  return tuple(st.join(d, a.dtype) for d, a in zip(grads, (x, gl, gc, gr, lam)))
-
-
-_scan.defvjp(_scan_fwd, _scan_bwd)
+    x, p, h, dy_j = xs[j], ps[j], hs[j], dys[j]
+    u, dd = p[4], p[5]
+    dh = mk * u * dy_j
+    # g is materialised once: it feeds the next step and every gradient, which XLA
+    # would otherwise re-evaluate through the whole chain.
+    g = jax.lax.optimization_barrier(dh if carry is None else dh + carry)
+    dp = [None] * 3 + [x * g, mk * dy_j * h, mk * dy_j * x]  # cotangents of the six column blocks
+    if j > 0:  # the step's gates act on the previous state (none at a segment's first step)
+      prev = hs[j - 1]
+      (a, b, c), (hp, hn), t, s = _gates(p, st.line)
+      dn = (g * shift(prev, st.line, 1), g * prev, g * shift(prev, st.line, -1))  # normalised gates'
+      ds = jnp.where(t > EPS, -(dn[0] * a + dn[1] * b + dn[2] * c) / (s * s), 0)
+      dp[:3] = [(dn_i / s + ds * m_i) * v * (1 - v) for dn_i, m_i, v in zip(dn, (hp, 1, hn), (a, b, c))]
+      gn = g / s  # the transposed operator: each gate at its own position, applied to g
+      carry = b * gn + shift(a * gn, st.line, -1) + shift(c * gn, st.line, 1)
+    dxs[j] = p[3] * g + mk * dd * dy_j
+    dm = dm + jnp.sum(dy_j * (u * h + dd * x))
+    # Each block's cotangent contracted as formed, one dot each: a concatenation of the
+    # six would copy all 6D channels once more.
+    dxp_j = 0
+    for i, dp_i in enumerate(dp):
+      if dp_i is None:
+        continue
+      dp_i, w_i = dp_i.astype(wk[i].dtype), wk[i]
+      dws[i] = dws[i] + jnp.einsum("...r,...c->rc", xps[j], dp_i, preferred_element_type=jnp.float32)
+      dxp_j = dxp_j + jnp.dot(dp_i, w_i.T, preferred_element_type=jnp.float32)
+    dxps[j] = dxp_j
+  dws = [jnp.zeros(w_i.shape, jnp.float32) if isinstance(dw, int) else dw for dw, w_i in zip(dws, wk)]
+  return st.join(dxs, jnp.float32), st.join(dxps, jnp.float32), dws, dm
