@@ -198,3 +198,13 @@ def test_core_norm_adds_a_layernorm_per_block_and_is_off_by_default():
   released, normed = shape(), shape(core_norm=True)
   assert all(blk.core_norm is None for blk in [*released.in_blocks, released.mid_block, *released.out_blocks])
   assert count_params(normed) - count_params(released) == 5 * 2 * 32  # 5 blocks, scale and bias of width 32
+
+
+def test_core_rank_sets_the_gate_bottleneck_and_defaults_to_the_release():
+  shape = lambda **kw: nnx.eval_shape(lambda: tiny_gspn(**kw))
+  released, wide = shape(), shape(core_rank=8)
+  assert released.in_blocks[0].spn.x_conv_down.kernel.shape == (32, 2)  # hidden // 16
+  # per block: down 32 x r, ups r x (12 + 4 + 4 + 4) * 32
+  assert count_params(wide) - count_params(released) == 5 * (8 - 2) * (32 + 24 * 32)
+  with pytest.raises(ValueError, match="core_rank"):
+    tiny_gspn(core_rank=0)
