@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from gspn_jax.models.block_vjp import call_block
+from gspn_jax.models.dit import PosEmbed, get_2d_sincos_pos_embed
 from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                     drop_path, forward_with_cfg, modulate, shard_batch, split_key,
                                     torch_conv_kernel, unpatchify, xavier_uniform, zeros)
@@ -118,13 +119,15 @@ class GSPN(nnx.Module):
       (bench/stability.py).
     core_rank: rank of the bottleneck that all of a core's gates, lambda, u and d come from
       (None = the release's hidden_size // 16; 2 at hidden 32).
+    pos_embed: add DiT's fixed 2-D sin-cos embedding to the input tokens (not in the release,
+      which has none; fixes the resolution to input_size).
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
                segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
                dtype=jnp.float32, scan_impl="auto", conditioning="additive", core_norm=False, core_rank=None,
-               rngs):
+               pos_embed=False, rngs):
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning={conditioning!r}; use one of {CONDITIONINGS}")
     if core_rank is not None and not 1 <= core_rank <= hidden_size:
@@ -140,6 +143,9 @@ class GSPN(nnx.Module):
     self.dtype = dtype
     d = hidden_size
     self.x_embedder = PatchEmbed(patch_size, in_channels, d, dtype=dtype, rngs=rngs)
+    grid = input_size // patch_size
+    self.pos_embed = PosEmbed(jnp.asarray(get_2d_sincos_pos_embed(d, grid), jnp.float32).reshape(grid, grid, d)
+                              ) if pos_embed else None
     self.t_embedder = TimestepEmbedder(d, dtype=dtype, rngs=rngs)
     self.y_embedder = LabelEmbedder(num_classes, d, class_dropout_prob, rngs=rngs)
     # Block i drops the previous block's output: rates [0] + linspace(0, rate, depth).
@@ -161,7 +167,13 @@ class GSPN(nnx.Module):
     key: enables training-time randomness (label drop, stochastic depth)."""
     keys = split_key(key, self.depth + 3)
     c = shard_batch(self.t_embedder(t) + self.y_embedder(y, keys[-1]))
-    hidden = shard_batch(self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype))
+    hidden = self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype)
+    if self.pos_embed is not None:
+      if hidden.shape[1:3] != self.pos_embed.shape[:2]:
+        raise ValueError(f"GSPN(pos_embed=True) built for input_size={self.input_size} got {x.shape[1]}x"
+                         f"{x.shape[2]}; the embedding fixes the resolution (or use pos_embed=False)")
+      hidden = hidden + self.pos_embed[...].astype(self.dtype)
+    hidden = shard_batch(hidden)
     call = functools.partial(call_block, remat=self.remat)
     cb = c.astype(self.dtype)
     residual, skips = None, []
