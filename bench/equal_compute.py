@@ -48,7 +48,9 @@ SIZES = {
     "XS/2": {"GSPN-additive": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **G)),
              "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **A)),
              "GSPN-adaln-norm": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **N)),
-             "DiT": ("DiT", dict(hidden_size=32, depth=4, num_heads=2, patch_size=2))},
+             "DiT": ("DiT", dict(hidden_size=32, depth=4, num_heads=2, patch_size=2)),
+             # XS/1's positional-embedding variant at patch 2 (does its gain depend on the grid?)
+             "GSPN-adaln-norm-pos": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, pos_embed=True, **N))},
     "S/2": {"GSPN-additive": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **G)),
             "GSPN-adaln": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **A)),
             "GSPN-adaln-norm": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **N)),
@@ -59,10 +61,13 @@ SIZES = {
              "DiT": ("DiT", dict(hidden_size=28, depth=4, num_heads=2, patch_size=1)),
              # Why GSPN lags at patch 1, one change each (run at two lrs, one seed):
              # every block global (receptive field), a 4x wider gate bottleneck (rank 8), and
-             # DiT's fixed positional embedding added to the tokens (GSPN has none).
+             # DiT's fixed positional embedding added to the tokens (GSPN has none); then the
+             # embedding with every block global.
              "GSPN-adaln-norm-global": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, segment_length=None, **N)),
              "GSPN-adaln-norm-rank8": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, core_rank=8, **N)),
-             "GSPN-adaln-norm-pos": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True, **N))},
+             "GSPN-adaln-norm-pos": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True, **N)),
+             "GSPN-adaln-norm-pos-global": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True,
+                                                         segment_length=None, **N))},
 }
 # The smoke run checks the study's mechanics (FLOP count, sweep, best-lr seed, resume, outputs)
 # with one cheap model; GSPN's compile alone would cost CI more than the rest (bench.quality's
