@@ -221,7 +221,7 @@ def main(argv=None):
   if unknown := [s for s in args.sizes or [] if s not in sizes]:
     p.error(f"--sizes {unknown}: choose from {list(sizes)}")
   if unknown := [m for m in args.models or [] if all(m not in v for v in sizes.values())]:
-    p.error(f"--models {unknown}: choose from {list(next(iter(sizes.values())))}")
+    p.error(f"--models {unknown}: choose from {list(dict.fromkeys(m for v in sizes.values() for m in v))}")
   lrs = LRS[:2] if args.smoke else LRS
   if unknown := [x for x in args.lrs or [] if x not in lrs]:
     p.error(f"--lrs {unknown}: choose from {list(lrs)}")
