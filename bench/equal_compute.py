@@ -48,7 +48,9 @@ SIZES = {
     "XS/2": {"GSPN-additive": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **G)),
              "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **A)),
              "GSPN-adaln-norm": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, **N)),
-             "DiT": ("DiT", dict(hidden_size=32, depth=4, num_heads=2, patch_size=2))},
+             "DiT": ("DiT", dict(hidden_size=32, depth=4, num_heads=2, patch_size=2)),
+             # XS/1's positional-embedding variant at patch 2 (does its gain depend on the grid?)
+             "GSPN-adaln-norm-pos": ("GSPN", dict(hidden_size=32, depth=4, patch_size=2, pos_embed=True, **N))},
     "S/2": {"GSPN-additive": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **G)),
             "GSPN-adaln": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **A)),
             "GSPN-adaln-norm": ("GSPN", dict(hidden_size=64, depth=6, patch_size=2, **N)),
@@ -56,7 +58,16 @@ SIZES = {
     "XS/1": {"GSPN-additive": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, **G)),
              "GSPN-adaln": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, **A)),
              "GSPN-adaln-norm": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, **N)),
-             "DiT": ("DiT", dict(hidden_size=28, depth=4, num_heads=2, patch_size=1))},
+             "DiT": ("DiT", dict(hidden_size=28, depth=4, num_heads=2, patch_size=1)),
+             # Why GSPN lags at patch 1, one change each (run at two lrs, one seed):
+             # every block global (receptive field), a 4x wider gate bottleneck (rank 8), and
+             # DiT's fixed positional embedding added to the tokens (GSPN has none); then the
+             # embedding with every block global.
+             "GSPN-adaln-norm-global": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, segment_length=None, **N)),
+             "GSPN-adaln-norm-rank8": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, core_rank=8, **N)),
+             "GSPN-adaln-norm-pos": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True, **N)),
+             "GSPN-adaln-norm-pos-global": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True,
+                                                         segment_length=None, **N))},
 }
 # The smoke run checks the study's mechanics (FLOP count, sweep, best-lr seed, resume, outputs)
 # with one cheap model; GSPN's compile alone would cost CI more than the rest (bench.quality's
@@ -195,6 +206,8 @@ def main(argv=None):
   p.add_argument("--points", type=int, default=3, help="evaluations along each run (the last at its end)")
   p.add_argument("--eval-per-class", type=int, default=10, help="samples per class judged at each point")
   p.add_argument("--sampling-steps", type=int, default=20, help="DDIM steps of the judged samples")
+  p.add_argument("--lrs", nargs="+", type=float, default=None, help=f"a subset of the sweep {list(LRS)}")
+  p.add_argument("--seeds", nargs="+", type=int, default=None, help=f"a subset of {list(SEEDS)}")
   p.add_argument("--out", default=None)
   p.add_argument("--merge", nargs="+", default=[], help="results of the same study written by other processes "
                  "(a study split with --sizes/--models and --out): their runs join --out's")
@@ -208,8 +221,12 @@ def main(argv=None):
   if unknown := [s for s in args.sizes or [] if s not in sizes]:
     p.error(f"--sizes {unknown}: choose from {list(sizes)}")
   if unknown := [m for m in args.models or [] if all(m not in v for v in sizes.values())]:
-    p.error(f"--models {unknown}: choose from {list(next(iter(sizes.values())))}")
+    p.error(f"--models {unknown}: choose from {list(dict.fromkeys(m for v in sizes.values() for m in v))}")
   lrs = LRS[:2] if args.smoke else LRS
+  if unknown := [x for x in args.lrs or [] if x not in lrs]:
+    p.error(f"--lrs {unknown}: choose from {list(lrs)}")
+  if unknown := [x for x in args.seeds or [] if x not in SEEDS]:
+    p.error(f"--seeds {unknown}: choose from {list(SEEDS)}")
   path = pathlib.Path(args.out or RESULTS / f"quality_equal_compute_{device_name().replace(':', '_')}.json")
   old = json.loads(path.read_text()) if path.exists() else {}
   rows = old.get("rows", [])
@@ -243,7 +260,9 @@ def main(argv=None):
         continue
       model = None
       done = lambda: [r for r in rows if (r["size"], r["model"], r["steps"]) == (size, label, args.steps)]
-      for lr, seed in [(lr, SEEDS[0]) for lr in lrs] + [(None, s) for s in SEEDS[1:]]:
+      for lr, seed in [(lr, SEEDS[0]) for lr in args.lrs or lrs] + [(None, s) for s in SEEDS[1:]]:
+        if seed not in (args.seeds or SEEDS):
+          continue
         lr = lr or best_lr([r for r in done() if r["seed"] == SEEDS[0]])
         if any((r["lr"], r["seed"]) == (lr, seed) for r in done()):
           continue  # resumed: this run is already in the results

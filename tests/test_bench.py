@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from bench import equal_compute
 from tests.cli import run_ok
 
 
@@ -150,6 +151,13 @@ def test_equal_compute_smoke_sweeps_lr_then_seeds_the_best_and_resumes(tmp_path)
   other.write_text(json.dumps({**result, "rows": [{**rows[0], "seed": 7}]}))
   _run("bench.equal_compute", tmp_path, "--merge", str(other))  # every run is in the results: nothing is trained
   assert json.loads(out.read_text())["rows"] == rows + [{**rows[0], "seed": 7}]
+
+
+def test_equal_compute_names_lrs_and_seeds_outside_the_study(tmp_path, capsys):
+  for flag, value in (("--lrs", "0.5"), ("--seeds", "7")):
+    with pytest.raises(SystemExit):  # before any training
+      equal_compute.main(["--smoke", flag, value, "--out", str(tmp_path / "x.json")])
+    assert f"{flag} [{value}]" in capsys.readouterr().err
 
 
 def test_stability_smoke_records_gspn_internals_and_resumes(tmp_path):

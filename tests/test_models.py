@@ -198,3 +198,23 @@ def test_core_norm_adds_a_layernorm_per_block_and_is_off_by_default():
   released, normed = shape(), shape(core_norm=True)
   assert all(blk.core_norm is None for blk in [*released.in_blocks, released.mid_block, *released.out_blocks])
   assert count_params(normed) - count_params(released) == 5 * 2 * 32  # 5 blocks, scale and bias of width 32
+
+
+def test_core_rank_sets_the_gate_bottleneck_and_defaults_to_the_release():
+  shape = lambda **kw: nnx.eval_shape(lambda: tiny_gspn(**kw))
+  released, wide = shape(), shape(core_rank=8)
+  assert released.in_blocks[0].spn.x_conv_down.kernel.shape == (32, 2)  # hidden // 16
+  # per block: down 32 x r, ups r x (12 + 4 + 4 + 4) * 32
+  assert count_params(wide) - count_params(released) == 5 * (8 - 2) * (32 + 24 * 32)
+  with pytest.raises(ValueError, match="core_rank"):
+    tiny_gspn(core_rank=0)
+
+
+def test_pos_embed_adds_dits_fixed_embedding_and_is_off_by_default():
+  released, pos = nnx.eval_shape(tiny_gspn), nnx.eval_shape(lambda: tiny_gspn(pos_embed=True))
+  assert released.pos_embed is None and pos.pos_embed.shape == (4, 4, 32)
+  assert count_params(pos) - count_params(released) == 4 * 4 * 32  # fixed, counted as DiT's
+  graphdef, state = nnx.split(pos)
+  x, t, y = _batch(size=16)
+  with pytest.raises(ValueError, match="pos_embed"):  # traced only: the check is on static shapes
+    jax.eval_shape(lambda s: nnx.merge(graphdef, s)(x, t, y), state)

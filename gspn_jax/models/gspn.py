@@ -11,6 +11,7 @@ import numpy as np
 from flax import nnx
 
 from gspn_jax.models.block_vjp import call_block
+from gspn_jax.models.dit import PosEmbed, get_2d_sincos_pos_embed
 from gspn_jax.models.layers import (DepthwiseConv, FinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder,
                                     drop_path, forward_with_cfg, modulate, shard_batch, split_key,
                                     torch_conv_kernel, unpatchify, xavier_uniform, zeros)
@@ -27,10 +28,10 @@ class GSPNCore(nnx.Module):
   """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d
   (the layers of the released code, applied by the `gspn_core` op)."""
 
-  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs):
+  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs, rank=None):
     if merge not in MERGES:
       raise ValueError(f"merge={merge!r}; use one of {MERGES}")
-    d, ds = hidden_size, hidden_size // 16
+    d, ds = hidden_size, rank or hidden_size // 16
     self.chunk, self.merge, self.impl = chunk, merge, impl
     lin = functools.partial(nnx.Linear, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype,
                             rngs=rngs)  # 1x1 Conv2d layers of the released code
@@ -55,7 +56,7 @@ class Block(nnx.Module):
   with core_norm the GSPN output is layer-normalised before the 1x1."""
 
   def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs, adaln=False,
-               core_norm=False):
+               core_norm=False, core_rank=None):
     d = hidden_size
     self.drop_path = drop_path
     self.dtype = dtype
@@ -64,7 +65,7 @@ class Block(nnx.Module):
     self.norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
     self.in_proj = xav(d, d, use_bias=False)
     self.conv2d = DepthwiseConv(d, 7, use_bias=True, dtype=dtype, rngs=rngs)
-    self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs)
+    self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs, rank=core_rank)
     self.core_norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs) if core_norm else None
     self.out_conv = nnx.Linear(d, d, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype, rngs=rngs)
     self.out_dconv = DepthwiseConv(d, 3, use_bias=False, dtype=dtype, rngs=rngs)
@@ -116,14 +117,21 @@ class GSPN(nnx.Module):
       projections of it) and the block squares it again (z * ReLU(z)); the norm fixes the
       scale of that product, which at a large lr otherwise grows ~100x within tens of steps
       (bench/stability.py).
+    core_rank: rank of the bottleneck that all of a core's gates, lambda, u and d come from
+      (None = the release's hidden_size // 16; 2 at hidden 32).
+    pos_embed: add DiT's fixed 2-D sin-cos embedding to the input tokens (not in the release,
+      which has none; fixes the resolution to input_size).
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
                segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
-               dtype=jnp.float32, scan_impl="auto", conditioning="additive", core_norm=False, rngs):
+               dtype=jnp.float32, scan_impl="auto", conditioning="additive", core_norm=False, core_rank=None,
+               pos_embed=False, rngs):
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning={conditioning!r}; use one of {CONDITIONINGS}")
+    if core_rank is not None and not 1 <= core_rank <= hidden_size:
+      raise ValueError(f"core_rank={core_rank}; use 1..hidden_size ({hidden_size}) or None (hidden_size // 16)")
     self.input_size = input_size  # default sampling resolution; the model itself is resolution-free
     self.in_channels = in_channels
     self.out_channels = in_channels * 2 if learn_sigma else in_channels
@@ -135,13 +143,16 @@ class GSPN(nnx.Module):
     self.dtype = dtype
     d = hidden_size
     self.x_embedder = PatchEmbed(patch_size, in_channels, d, dtype=dtype, rngs=rngs)
+    grid = input_size // patch_size
+    self.pos_embed = PosEmbed(jnp.asarray(get_2d_sincos_pos_embed(d, grid), jnp.float32).reshape(grid, grid, d)
+                              ) if pos_embed else None
     self.t_embedder = TimestepEmbedder(d, dtype=dtype, rngs=rngs)
     self.y_embedder = LabelEmbedder(num_classes, d, class_dropout_prob, rngs=rngs)
     # Block i drops the previous block's output: rates [0] + linspace(0, rate, depth).
     rates = [0.0] + [float(r) for r in np.linspace(0, drop_path_rate, depth)]
     half = depth // 2
     block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs,
-                              adaln=conditioning == "adaln", core_norm=core_norm)
+                              adaln=conditioning == "adaln", core_norm=core_norm, core_rank=core_rank)
     self.in_blocks = nnx.List([block(chunk=segment_length, drop_path=rates[i], skip=False) for i in range(half)])
     self.mid_block = block(chunk=segment_length, drop_path=rates[half], skip=False)
     self.out_blocks = nnx.List([
@@ -156,7 +167,13 @@ class GSPN(nnx.Module):
     key: enables training-time randomness (label drop, stochastic depth)."""
     keys = split_key(key, self.depth + 3)
     c = shard_batch(self.t_embedder(t) + self.y_embedder(y, keys[-1]))
-    hidden = shard_batch(self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype))
+    hidden = self.x_embedder(x.astype(self.dtype)) + c[:, None, None, :].astype(self.dtype)
+    if self.pos_embed is not None:
+      if hidden.shape[1:3] != self.pos_embed.shape[:2]:
+        raise ValueError(f"GSPN(pos_embed=True) built for input_size={self.input_size} got {x.shape[1]}x"
+                         f"{x.shape[2]}; the embedding fixes the resolution (or use pos_embed=False)")
+      hidden = hidden + self.pos_embed[...].astype(self.dtype)
+    hidden = shard_batch(hidden)
     call = functools.partial(call_block, remat=self.remat)
     cb = c.astype(self.dtype)
     residual, skips = None, []
