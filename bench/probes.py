@@ -15,7 +15,8 @@ from flax import nnx
 from gspn_jax.models.layers import modulate, unpatchify
 from gspn_jax.ops import gspn_scan
 from gspn_jax.ops.core import GROUP_DIRECTIONS
-from gspn_jax.ops.unrolled import line_masks, normalized_gates, scan_axes
+from gspn_jax.ops.gates import normalize_gates
+from gspn_jax.ops.unrolled import line_masks, scan_axes
 
 SATURATED = 4.0  # |logit| beyond which sigmoid's slope is < 2 % of its maximum
 
@@ -39,7 +40,7 @@ def gspn_core_forward(spn, x):
     h = gspn_scan(x, gl[..., g], gc[..., g], gr[..., g], lam[..., g], direction=direction, chunk=spn.chunk,
                   impl="xla", normalize=True)
     line = scan_axes(direction)[1]
-    ng = normalized_gates(gl[..., g], gc[..., g], gr[..., g], line)
+    ng = normalize_gates(gl[..., g], gc[..., g], gr[..., g], line)
     has_prev, has_next = line_masks(x.shape, line)  # a missing neighbour's gate is not used
     gmax.append(jnp.mean(jnp.maximum(jnp.maximum(ng[0] * has_prev, ng[1]), ng[2] * has_next)))
     hs.append(h)
