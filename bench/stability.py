@@ -42,7 +42,8 @@ from configs import digits
 from gspn_jax.data import create_train_iterator
 from gspn_jax.data import digits as digits_data
 from gspn_jax.diffusion import create_diffusion
-from gspn_jax.train_state import build_model, init_state, learning_rate_fn, make_optimizer, split_model
+from gspn_jax.train_state import (build_model, init_state, learning_rate_fn, make_loss_and_grads, make_optimizer,
+                                  split_model)
 
 SMOKE_SIZES = {"tiny": {"GSPN-adaln": ("GSPN", dict(hidden_size=16, depth=1, patch_size=2, conditioning="adaln",
                                                      drop_path_rate=0.0)),
@@ -79,24 +80,16 @@ class Run:
     lr_fn = learning_rate_fn(c, len(digits_data.load_split("train")[0]) // c.batch_size)
     self.tx = tx = optax.chain(make_optimizer(c, lr_fn), scale_by_peak_lr())
     graphdef, _, rest = split_model(build_model(c))
-    diffusion = create_diffusion("")
     forward = probes.FORWARDS[arch]
 
-    def step(state, batch):
+    loss_and_grads = make_loss_and_grads(graphdef, rest, create_diffusion(""))
+
+    def step(state, batch):  # the training step's objective and update, with per-layer norms
       key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-      k_t, k_noise, k_model = jax.random.split(key, 3)
-      x, y = batch["image"], batch["label"]
-      t = diffusion.sample_timesteps(k_t, x.shape[0])
-
-      def loss_fn(params):
-        model = nnx.merge(graphdef, params, rest)
-        terms = diffusion.training_losses(lambda xt, tt: model(xt, tt, y, key=k_model), x, t, key=k_noise)
-        return jnp.mean(terms["loss"])
-
-      loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+      terms, grads = loss_and_grads(state["params"], batch, key)
       updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
       params = optax.apply_updates(state["params"], updates)
-      metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "grad": group_norms(grads),
+      metrics = {"loss": terms["loss"], "grad_norm": optax.tree.norm(grads), "grad": group_norms(grads),
                  "update": group_norms(updates), "param": group_norms(params)}  # after the update: zero-init layers
       return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 

@@ -84,10 +84,9 @@ def accumulate_grads(loss_and_grads, params, batch, key, k):
   return jax.lax.scan(step, init, (jnp.arange(k), micro))[0]
 
 
-def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay, grad_accum_steps=1):
-  """train_step(state, batch) -> (state, metrics); batch = {"image": NHWC, "label": (B,)};
-  diffusion: the objective (GaussianDiffusion or transport.Transport);
-  grad_accum_steps micro-batches per optimizer update (see accumulate_grads)."""
+def make_loss_and_grads(graphdef, rest, diffusion):
+  """loss_and_grads(params, batch, key) -> (batch-mean loss terms, grads): the training
+  objective (timesteps, noise and the model's own randomness all drawn from key)."""
 
   def loss_and_grads(params, batch, key):
     k_t, k_noise, k_model = jax.random.split(key, 3)
@@ -101,6 +100,15 @@ def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay, grad_accum_
 
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return terms, grads
+
+  return loss_and_grads
+
+
+def make_train_step(graphdef, rest, diffusion, tx, lr_fn, ema_decay, grad_accum_steps=1):
+  """train_step(state, batch) -> (state, metrics); batch = {"image": NHWC, "label": (B,)};
+  diffusion: the objective (GaussianDiffusion or transport.Transport);
+  grad_accum_steps micro-batches per optimizer update (see accumulate_grads)."""
+  loss_and_grads = make_loss_and_grads(graphdef, rest, diffusion)
 
   def train_step(state, batch):
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])

@@ -155,9 +155,22 @@ def test_equal_compute_smoke_sweeps_lr_then_seeds_the_best_and_resumes(tmp_path)
 
 def test_equal_compute_names_lrs_and_seeds_outside_the_study(tmp_path, capsys):
   for flag, value in (("--lrs", "0.5"), ("--seeds", "7")):
-    with pytest.raises(SystemExit):  # before any training
+    with pytest.raises(SystemExit) as exit:  # before any training
       equal_compute.main(["--smoke", flag, value, "--out", str(tmp_path / "x.json")])
-    assert f"{flag} [{value}]" in capsys.readouterr().err
+    assert exit.value.code == 2 and f"{flag} [{value}]" in capsys.readouterr().err.splitlines()[-1]
+  assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_stability_refuses_bad_arguments_in_one_line_before_training(tmp_path, capsys):
+  from bench import stability
+
+  out = tmp_path / "s.json"
+  for argv, says in ((["--sizes", "XL/2"], "--sizes ['XL/2']"), (["--models", "Mamba"], "--models ['Mamba']"),
+                     (["--steps", "0"], "must be positive"), (["--merge", str(tmp_path / "no.json")], "no such")):
+    with pytest.raises(SystemExit) as exit:
+      stability.main([*argv, "--out", str(out)])
+    assert exit.value.code == 2 and says in capsys.readouterr().err.splitlines()[-1]
+  assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_stability_smoke_records_gspn_internals_and_resumes(tmp_path):
