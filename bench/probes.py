@@ -14,7 +14,7 @@ from flax import nnx
 
 from gspn_jax.models.layers import modulate, unpatchify
 from gspn_jax.ops import gspn_scan
-from gspn_jax.ops.core import GROUP_DIRECTIONS
+from gspn_jax.ops.core import GROUP_DIRECTIONS, shared_gates
 from gspn_jax.ops.gates import normalize_gates
 from gspn_jax.ops.unrolled import line_masks, scan_axes
 
@@ -31,7 +31,7 @@ def gspn_core_forward(spn, x):
     raise ValueError(f"the probe composes merge='aligned' only, got {spn.merge!r}")
   d = x.shape[-1]
   xp = spn.x_conv_down(x)
-  gl, gc, gr = jnp.split(xp @ spn.w_conv_up.kernel[...], 3, axis=-1)
+  gl, gc, gr = jnp.split(xp @ shared_gates(spn.w_conv_up.kernel[...], d), 3, axis=-1)
   lam, u, dd = (xp @ f.kernel[...] for f in (spn.l_conv_up, spn.u_conv_up, spn.d_conv))
   m = spn.m_conv[...]
   y, hs, gmax = 0.0, [], []

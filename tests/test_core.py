@@ -9,21 +9,21 @@ from gspn_jax.ops import gspn_core
 D, R = 3, 2
 
 
-def _core_args(key, b=2, h=5, w=5, dtype=jnp.float32):
+def _core_args(key, b=2, h=5, w=5, dtype=jnp.float32, d=D, gates=None):
   ks = jax.random.split(key, 7)
-  x = jax.random.normal(ks[0], (b, h, w, D))
+  x = jax.random.normal(ks[0], (b, h, w, d))
   xp = jax.random.normal(ks[1], (b, h, w, R))
-  wg = jax.random.normal(ks[2], (R, 12 * D))
-  wl, wu, wd = (0.5 * jax.random.normal(k, (R, 4 * D)) for k in ks[3:6])
+  wg = jax.random.normal(ks[2], (R, 12 * (gates or d)))
+  wl, wu, wd = (0.5 * jax.random.normal(k, (R, 4 * d)) for k in ks[3:6])
   m = jax.random.normal(ks[6], (4,))
   return tuple(a.astype(dtype) for a in (x, xp)) + (wg, wl, wu, wd, m)
 
 
-def _value_and_grads(impl, chunk, merge, args):
+def _value_and_grads(impl, chunk, merge, args, gates=None):
   ct = jax.random.normal(jax.random.key(9), args[0].shape)
 
   def loss(*a):
-    y = gspn_core(*a, chunk=chunk, merge=merge, impl=impl)
+    y = gspn_core(*a, chunk=chunk, merge=merge, impl=impl, gate_channels=gates)
     return jnp.sum(y.astype(jnp.float32) * ct), y
 
   (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=range(7), has_aux=True))(*args)
@@ -56,6 +56,23 @@ def test_fast_core_bf16_tracks_the_reference():
     np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=3e-2 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.parametrize("d, gates, chunk, hw, dtype", [
+    (3, 1, 2, (5, 4), jnp.float32), (4, 2, None, (3, 4), jnp.float32), (4, 1, 2, (3, 4), jnp.bfloat16),
+])
+def test_shared_gates_fast_core_matches_the_reference(d, gates, chunk, hw, dtype):
+  # GSPN-2's compressive channels (gates=1) and half as many gates as channels; odd sizes
+  args = _core_args(jax.random.key(2), h=hw[0], w=hw[1], dtype=dtype, d=d, gates=gates)
+  assert args[2].shape == (R, 12 * gates)
+  y_ref, g_ref = _value_and_grads("reference", chunk, "aligned", tuple(a.astype(jnp.float32) for a in args), gates)
+  y, g = _value_and_grads("xla", chunk, "aligned", args, gates)
+  assert g[2].shape == (R, 12 * gates)
+  f32 = lambda a: np.asarray(a, np.float32)
+  tol = (1e-5, 1e-4) if dtype == jnp.float32 else (2e-2, 3e-2)
+  np.testing.assert_allclose(f32(y), y_ref, rtol=tol[0], atol=tol[0] * float(jnp.abs(y_ref).max()))
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(f32(a), b, rtol=tol[1], atol=tol[1] * float(jnp.abs(b).max()))
+
+
 def _residual_elements(impl, args):
   _, vjp = jax.vjp(lambda *a: gspn_core(*a, chunk=2, merge="aligned", impl=impl), *args)
   return sum(a.size for a in jax.tree.leaves(vjp))
@@ -76,6 +93,10 @@ def test_core_bad_arguments_raise_clear_errors():
     gspn_core(*args, chunk=2, merge="released")
   with pytest.raises(ValueError, match="w_lam"):
     gspn_core(args[0], args[1], args[2], args[3][:, :5], *args[4:], chunk=2)
+  with pytest.raises(ValueError, match="gate_channels=2; use None or a positive divisor of D=3"):
+    gspn_core(*args, chunk=2, gate_channels=2)
+  with pytest.raises(ValueError, match=r"w_gates has shape \(2, 36\); expected \(2, 12\)"):
+    gspn_core(*args, chunk=2, gate_channels=1)
 
 
 @pytest.mark.parametrize("k, shape, dtype", [(7, (2, 5, 6, 3), jnp.float32), (3, (2, 4, 3, 5), jnp.float32),

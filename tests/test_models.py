@@ -218,3 +218,23 @@ def test_pos_embed_adds_dits_fixed_embedding_and_is_off_by_default():
   x, t, y = _batch(size=16)
   with pytest.raises(ValueError, match="pos_embed"):  # traced only: the check is on static shapes
     jax.eval_shape(lambda s: nnx.merge(graphdef, s)(x, t, y), state)
+
+
+def test_gate_channels_share_the_gates_and_are_off_by_default():
+  shape = lambda **kw: nnx.eval_shape(lambda: tiny_gspn(**kw))
+  released, shared = shape(), shape(gate_channels=1)
+  assert released.in_blocks[0].spn.w_conv_up.kernel.shape == (2, 12 * 32)  # None: one gate per channel
+  assert shared.in_blocks[0].spn.w_conv_up.kernel.shape == (2, 12)  # one gate triple per pixel and group
+  assert count_params(released) - count_params(shared) == 5 * 2 * 12 * (32 - 1)  # 5 blocks, rank 2
+  with pytest.raises(ValueError, match="gate_channels=3; use a divisor of hidden_size"):
+    tiny_gspn(gate_channels=3)
+  # one SGD step on the shared-gate model lowers the loss, its gate weights get a gradient
+  model = _perturb(tiny_gspn(gate_channels=1, depth=2, input_size=4))  # 2x2 tokens: a cheap compile
+  x, t, y = _batch(size=4)
+  target = jnp.ones(x.shape[:3] + (8,))
+  step = nnx.jit(nnx.value_and_grad(lambda m: jnp.mean((m(x, t, y) - target) ** 2)))
+  before, grads = step(model)
+  assert float(jnp.abs(grads.in_blocks[0].spn.w_conv_up.kernel[...]).max()) > 0
+  params = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda p, g: p - 0.05 * g, params, nnx.state(grads, nnx.Param)))
+  assert float(step(model)[0]) < float(before)

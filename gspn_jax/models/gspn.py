@@ -28,15 +28,15 @@ class GSPNCore(nnx.Module):
   """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d
   (the layers of the released code, applied by the `gspn_core` op)."""
 
-  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs, rank=None):
+  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs, rank=None, gate_channels=None):
     if merge not in MERGES:
       raise ValueError(f"merge={merge!r}; use one of {MERGES}")
     d, ds = hidden_size, rank or hidden_size // 16
-    self.chunk, self.merge, self.impl = chunk, merge, impl
+    self.chunk, self.merge, self.impl, self.gate_channels = chunk, merge, impl, gate_channels
     lin = functools.partial(nnx.Linear, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype,
                             rngs=rngs)  # 1x1 Conv2d layers of the released code
     self.x_conv_down = lin(d, ds)
-    self.w_conv_up = lin(ds, 12 * d)
+    self.w_conv_up = lin(ds, 12 * (gate_channels or d))
     self.l_conv_up = lin(ds, 4 * d)
     self.u_conv_up = lin(ds, 4 * d)
     self.d_conv = lin(ds, 4 * d)
@@ -46,7 +46,7 @@ class GSPNCore(nnx.Module):
     xp = shard_batch(self.x_conv_down(x))
     weights = (self.w_conv_up, self.l_conv_up, self.u_conv_up, self.d_conv)
     return gspn_core(x, xp, *(f.kernel[...] for f in weights), self.m_conv[...], chunk=self.chunk,
-                     merge=self.merge, impl=self.impl)
+                     merge=self.merge, impl=self.impl, gate_channels=self.gate_channels)
 
 
 class Block(nnx.Module):
@@ -56,7 +56,7 @@ class Block(nnx.Module):
   with core_norm the GSPN output is layer-normalised before the 1x1."""
 
   def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs, adaln=False,
-               core_norm=False, core_rank=None):
+               core_norm=False, core_rank=None, gate_channels=None):
     d = hidden_size
     self.drop_path = drop_path
     self.dtype = dtype
@@ -65,7 +65,8 @@ class Block(nnx.Module):
     self.norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs)
     self.in_proj = xav(d, d, use_bias=False)
     self.conv2d = DepthwiseConv(d, 7, use_bias=True, dtype=dtype, rngs=rngs)
-    self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs, rank=core_rank)
+    self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs, rank=core_rank,
+                       gate_channels=gate_channels)
     self.core_norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs) if core_norm else None
     self.out_conv = nnx.Linear(d, d, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype, rngs=rngs)
     self.out_dconv = DepthwiseConv(d, 3, use_bias=False, dtype=dtype, rngs=rngs)
@@ -121,17 +122,25 @@ class GSPN(nnx.Module):
       (None = the release's hidden_size // 16; 2 at hidden 32).
     pos_embed: add DiT's fixed 2-D sin-cos embedding to the input tokens (not in the release,
       which has none; fixes the resolution to input_size).
+    gate_channels: channel-shared gates (GSPN-2's compressive channels): G gate triples per
+      pixel and direction group, each shared by hidden_size / G consecutive channels; 1 is
+      GSPN-2's one triple per pixel and group. The gate projection shrinks from 12D to 12G
+      columns (None = the release: one gate per channel).
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
                segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
                dtype=jnp.float32, scan_impl="auto", conditioning="additive", core_norm=False, core_rank=None,
-               pos_embed=False, rngs):
+               pos_embed=False, gate_channels=None, rngs):
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning={conditioning!r}; use one of {CONDITIONINGS}")
     if core_rank is not None and not 1 <= core_rank <= hidden_size:
       raise ValueError(f"core_rank={core_rank}; use 1..hidden_size ({hidden_size}) or None (hidden_size // 16)")
+    if gate_channels is not None and (not isinstance(gate_channels, int) or gate_channels < 1
+                                      or hidden_size % gate_channels):
+      raise ValueError(f"gate_channels={gate_channels!r}; use a divisor of hidden_size ({hidden_size}), e.g. 1, "
+                       "or None (one gate per channel)")
     self.input_size = input_size  # default sampling resolution; the model itself is resolution-free
     self.in_channels = in_channels
     self.out_channels = in_channels * 2 if learn_sigma else in_channels
@@ -152,7 +161,8 @@ class GSPN(nnx.Module):
     rates = [0.0] + [float(r) for r in np.linspace(0, drop_path_rate, depth)]
     half = depth // 2
     block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs,
-                              adaln=conditioning == "adaln", core_norm=core_norm, core_rank=core_rank)
+                              adaln=conditioning == "adaln", core_norm=core_norm, core_rank=core_rank,
+                              gate_channels=gate_channels)
     self.in_blocks = nnx.List([block(chunk=segment_length, drop_path=rates[i], skip=False) for i in range(half)])
     self.mid_block = block(chunk=segment_length, drop_path=rates[half], skip=False)
     self.out_blocks = nnx.List([

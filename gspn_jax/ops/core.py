@@ -10,6 +10,12 @@ Group k runs in direction GROUP_DIRECTIONS[k] = lr, tb, rl, bt. merge="aligned" 
 x_k = x in place; merge="released" (the released code) scans x_k = x, x^T, flipW(x),
 flipW(x^T) all left to right and merges the outputs without mapping them back.
 
+Channel-shared gates (GSPN-2's compressive channels, `gate_channels=G`): w_gates is
+(R, 12G), G gate channels per group, gate channel g of group k shared by the D/G
+consecutive channels k*D + g*D/G ...; the reference broadcasts them over their channels
+(jnp.repeat of the weights' columns) and runs the same scans. G = None: one gate per
+channel (the release).
+
 Residuals: the backward keeps only the op's inputs (x, xp, the weights, m) and
 recomputes the projections, gates and scans; per layer that is D + D/16 channels per
 token instead of the reference's 24D-channel projections plus four fp32 states.
@@ -29,11 +35,13 @@ MERGES = ("aligned", "released")
 CORE_IMPLS = ("auto", "xla", "reference", "triton")
 
 
-def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", impl="auto"):
+def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", impl="auto", gate_channels=None):
   """One GSPN layer's propagation and merge, (B, H, W, D) -> (B, H, W, D) in x's dtype.
 
   x: the propagated input; xp: (B, H, W, R) its low-rank projection.
-  w_gates: (R, 12D), gate logits [gl | gc | gr], each 4 groups of D channels;
+  w_gates: (R, 12G), gate logits [gl | gc | gr], each 4 groups of G channels, G =
+  gate_channels (None: G = D, one gate per channel; else G divides D and each gate
+  channel serves D/G consecutive channels of its group);
   w_lam, w_u, w_d: (R, 4D); m: (4,) merge weights. Weights are cast to x's dtype, the
   propagation state is fp32. chunk: segment length (None = global).
   impl:
@@ -51,7 +59,7 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
       `gspn_scan(impl="triton")` per group.
     "auto": "triton" where the kernels run (a GPU with jax-triton), else "xla".
   """
-  _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
+  _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl, gate_channels)
   if impl == "auto":
     from gspn_jax.ops import _triton_available
 
@@ -59,12 +67,18 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
   if impl == "xla" and segment_length(max(x.shape[1:3]), chunk) > unrolled.MAX_UNROLL:
     impl = "reference"  # not unrolled; the reference's lax.scan (it keeps the 24D expansion)
   if impl == "reference":
-    return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "xla")
-  if impl == "triton" and merge == "aligned":
+    return _composed(x, xp, shared_gates(w_gates, x.shape[-1]), w_lam, w_u, w_d, m, chunk, merge, "xla")
+  if impl == "triton" and merge == "aligned" and w_gates.shape[1] == 12 * x.shape[-1]:
     import kernels
 
     return kernels.gspn_core_triton(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk=chunk)
   return _core(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl)
+
+
+def shared_gates(w_gates, d):
+  """(R, 12D) per-channel gate weights from (R, 12G) shared ones: each gate column
+  repeated over the D/G channels it serves (the identity for G = D)."""
+  return jnp.repeat(w_gates, d // (w_gates.shape[1] // 12), axis=1)
 
 
 def _inputs(x, merge):
@@ -101,17 +115,18 @@ def _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, scan_impl):
   return y
 
 
-def _group_weights(w, k, dtype):
-  """Group k's (R, D) blocks gl, gc, gr, lam, u, d of the 24D-wide weights
-  [gates (12D) | lam (4D) | u (4D) | d (4D)], each 4D block 4 groups of D channels.
-  Plain column slices of w (a reshaped w would make each slice read all of it)."""
-  d = w.shape[1] // 24
-  return [jax.lax.slice_in_dim(w, (4 * i + k) * d, (4 * i + k + 1) * d, axis=1).astype(dtype) for i in range(6)]
+def _group_weights(w, k, dtype, d):
+  """Group k's blocks gl, gc, gr (R, G) and lam, u, d (R, D) of the (12G + 12D)-wide
+  weights [gates (12G) | lam (4D) | u (4D) | d (4D)], each block 4 groups of G or D
+  channels. Plain column slices of w (a reshaped w would make each slice read all of it)."""
+  g = (w.shape[1] - 12 * d) // 12
+  starts = [(4 * i + k) * g for i in range(3)] + [12 * g + (4 * i + k) * d for i in range(3)]
+  return [jax.lax.slice_in_dim(w, s, s + (g if i < 3 else d), axis=1).astype(dtype) for i, s in enumerate(starts)]
 
 
 def _unrolled(x, xp, w, m, chunk, merge):
   m = m.astype(x.dtype).astype(jnp.float32)
-  y = sum(unrolled.group_forward(xk, xp, _group_weights(w, k, x.dtype), m[k], direction, chunk)
+  y = sum(unrolled.group_forward(xk, xp, _group_weights(w, k, x.dtype, x.shape[-1]), m[k], direction, chunk)
           for k, (xk, direction) in enumerate(_inputs(x, merge)))
   return y.astype(x.dtype)
 
@@ -129,7 +144,7 @@ def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
     return jnp.swapaxes(dxk, 1, 2) if k % 2 else dxk
 
   for k, (xk, direction) in enumerate(_inputs(x, merge)):
-    dxk, dxpk, dwk, dmk = unrolled.group_backward(xk, xp, _group_weights(w, k, x.dtype), m32[k], dy,
+    dxk, dxpk, dwk, dmk = unrolled.group_backward(xk, xp, _group_weights(w, k, x.dtype, x.shape[-1]), m32[k], dy,
                                                    direction, chunk)
     dx, dxp = dx + to_x(dxk, k), dxp + dxpk
     dws.append(dwk)
@@ -145,7 +160,7 @@ def _weights(w_gates, w_lam, w_u, w_d):
 def _forward(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
   if impl == "xla":
     return _unrolled(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge)
-  return _composed(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, "triton")
+  return _composed(x, xp, shared_gates(w_gates, x.shape[-1]), w_lam, w_u, w_d, m, chunk, merge, "triton")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
@@ -168,15 +183,15 @@ def _core_bwd(chunk, merge, impl, residuals, dy):
   x, xp, w_gates, w_lam, w_u, w_d, m = residuals
   dx, dxp, dw, dm = _unrolled_bwd(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk, merge, dy)
   dx, dxp = after((dx, dxp), (dw, dm))  # the weight gradients are computed before dx, dxp are used
-  d = x.shape[-1]
-  dws = jnp.split(dw, [12 * d, 16 * d, 20 * d], axis=1)
+  d, gates = x.shape[-1], w_gates.shape[1] // 12
+  dws = jnp.split(dw, [12 * gates, 12 * gates + 4 * d, 12 * gates + 8 * d], axis=1)
   return (dx, dxp, *(g.astype(a.dtype) for g, a in zip(dws, (w_gates, w_lam, w_u, w_d))), dm.astype(m.dtype))
 
 
 _core.defvjp(_core_fwd, _core_bwd)
 
 
-def _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
+def _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl, gate_channels):
   if impl not in CORE_IMPLS:
     raise ValueError(f"gspn_core: impl={impl!r}; use one of {CORE_IMPLS}")
   if merge not in MERGES:
@@ -189,9 +204,13 @@ def _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl):
     raise ValueError(f"merge='released' needs a square token grid, got {x.shape[1]}x{x.shape[2]}; "
                      "use merge='aligned'")
   r, d = xp.shape[-1], x.shape[-1]
-  for name, w, width in (("w_gates", w_gates, 12 * d), ("w_lam", w_lam, 4 * d), ("w_u", w_u, 4 * d),
+  g = d if gate_channels is None else gate_channels
+  if not isinstance(g, int) or g < 1 or d % g:
+    raise ValueError(f"gspn_core: gate_channels={gate_channels!r}; use None or a positive divisor of D={d}")
+  for name, w, width in (("w_gates", w_gates, 12 * g), ("w_lam", w_lam, 4 * d), ("w_u", w_u, 4 * d),
                          ("w_d", w_d, 4 * d)):
     if w.shape != (r, width):
-      raise ValueError(f"gspn_core: {name} has shape {w.shape}; expected ({r}, {width}) for R={r}, D={d}")
+      raise ValueError(f"gspn_core: {name} has shape {w.shape}; expected ({r}, {width}) for R={r}, D={d}, "
+                       f"gate_channels={gate_channels}")
   if m.shape != (4,):
     raise ValueError(f"gspn_core: m has shape {m.shape}; expected (4,)")

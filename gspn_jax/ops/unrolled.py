@@ -16,6 +16,11 @@ with the transposed tridiagonal operator) with the normalisation's and sigmoid's
 Jacobians written out; each step's block cotangents are contracted where they are
 formed (dW_i += xp_j^T dP_ij, dxp_j += dP_ij W_i^T), so no projection or cotangent of
 the whole layer is sliced, stacked, concatenated or kept.
+
+Channel-shared gates (gspn_core's gate_channels = G < D): the gate blocks are (R, G); a
+step's sigmoids and normaliser are computed at G channels and broadcast over the D/G
+channels each serves where they meet the state (`spread`), and the gate cotangents are
+summed over those channels before the normaliser's and sigmoid's Jacobians (`gather`).
 """
 
 import jax
@@ -89,6 +94,19 @@ class Steps:
     return self.n - 1 - j if self.reverse else j
 
 
+def spread(a, d):
+  """(..., G) -> (..., D): each of G channels repeated over D/G consecutive ones (a
+  broadcast inside the step's fusion; nothing for G = D)."""
+  g = a.shape[-1]
+  return a if g == d else jnp.broadcast_to(a[..., None], a.shape + (d // g,)).reshape(a.shape[:-1] + (d,))
+
+
+def gather(a, g):
+  """The transpose of spread: (..., D) summed over each gate channel's D/G channels."""
+  d = a.shape[-1]
+  return a if g == d else a.reshape(a.shape[:-1] + (g, d // g)).sum(-1)
+
+
 def _gates(p, line):
   """A step's sigmoid gates (a, b, c), the line masks, the normaliser before (t) and
   after (s) its floor; the normalised gates are a/s, b/s, c/s (gates.normalize_gates)."""
@@ -112,6 +130,7 @@ def _states(st, xs, ps):
     u = p_j[3] * x_j
     if h is not None:
       (a, b, c), _, _, s = _gates(p_j, st.line)
+      a, b, c, s = (spread(v, h.shape[-1]) for v in (a, b, c, s))
       u = u + (a * shift(h, st.line, 1) + b * h + c * shift(h, st.line, -1)) / s
     h = u
     hs.append(h)
@@ -146,8 +165,10 @@ def group_backward(xk, xp, wk, mk, dy, direction, chunk):
       prev = hs[j - 1]
       (a, b, c), (hp, hn), t, s = _gates(p, st.line)
       dn = (g * shift(prev, st.line, 1), g * prev, g * shift(prev, st.line, -1))  # normalised gates'
+      dn = [gather(dn_i, a.shape[-1]) for dn_i in dn]  # a shared gate's: summed over its channels
       ds = jnp.where(t > EPS, -(dn[0] * a + dn[1] * b + dn[2] * c) / (s * s), 0)
       dp[:3] = [(dn_i / s + ds * m_i) * v * (1 - v) for dn_i, m_i, v in zip(dn, (hp, 1, hn), (a, b, c))]
+      a, b, c, s = (spread(v, g.shape[-1]) for v in (a, b, c, s))
       gn = g / s  # the transposed operator: each gate at its own position, applied to g
       carry = b * gn + shift(a * gn, st.line, -1) + shift(c * gn, st.line, 1)
     dxs[j] = p[3] * g + mk * dd * dy_j
