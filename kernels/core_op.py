@@ -16,6 +16,12 @@ groups run both in one launch as the forward does (two launches per layer), othe
 two launches per group. XLA only runs the dW and dxp GEMMs on the gradients (dW in the
 weights' own column order).
 Each launch runs per device shard of a batch-sharded mesh (H and W are never split).
+
+Channel-shared gates (w of width 12G + 12D, G < D gate channels per group): a group's
+slots are gl, gc, gr (G each), lam, u, d (D each), pitch 12G + 12D; the kernels read gate
+channel c // GATE_SHARE (GATE_SHARE = D / G) in place, so no broadcast gate exists in HBM.
+The backward kernels write per-channel gate gradients; their dW columns are summed over
+the sharing channels and their dxp contracts with the gate weights repeated D/G times.
 """
 
 import functools
@@ -32,14 +38,21 @@ GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")  # as gspn_jax.ops.core
 
 
 def gspn_core_triton(x, xp, w, m, chunk, compute_capability=None, interpret=False):
-  """y (B, H, W, D) from x, xp (B, H, W, R), w (R, 24D), m (4,)."""
+  """y (B, H, W, D) from x, xp (B, H, W, R), w (R, 12G + 12D), m (4,)."""
   return _core(x, xp, w, m, chunk, compute_capability, interpret)
 
 
-def _project(xp, w, dtype):
+def _gates(d, width):
+  """G, the gate channels per group, of a projection (or weights) `width` columns wide."""
+  return width // 12 - d
+
+
+def _project(xp, w, dtype, d):
   """p in group-major channel order: w's columns [slot i, group k] reordered to [k, i]."""
-  r, d = w.shape[0], w.shape[1] // 24
-  w = w.reshape(r, 6, 4, d).transpose(0, 2, 1, 3).reshape(r, 24 * d)
+  r, g = w.shape[0], _gates(d, w.shape[1])
+  gates = w[:, :12 * g].reshape(r, 3, 4, g).transpose(0, 2, 1, 3).reshape(r, 4, 3 * g)
+  rest = w[:, 12 * g:].reshape(r, 3, 4, d).transpose(0, 2, 1, 3).reshape(r, 4, 3 * d)
+  w = jnp.concatenate([gates, rest], axis=2).reshape(r, 12 * (g + d))
   return jnp.dot(xp, w.astype(dtype))
 
 
@@ -54,9 +67,17 @@ def _sharded(fn, *arrays):
                        check_vma=False)(*arrays)
 
 
-def _geometry(shape, direction, chunk, k, names):
-  offsets = layout.core_offsets(shape[-1], k)
-  return layout.geometry(shape, direction, chunk, pitch=24 * shape[-1], offsets={n: offsets[n] for n in names})
+def _geometry(shape, direction, chunk, k, names, width):
+  """The launch geometry of group k reading a projection `width` channels wide in place."""
+  d = shape[-1]
+  offsets = layout.core_offsets(d, k, _gates(d, width))
+  return layout.geometry(shape, direction, chunk, pitch=width, offsets={n: offsets[n] for n in names})
+
+
+def _shared(x, p):
+  """The launches' gate constexprs: GATE_SHARE = D / G channels per gate."""
+  d = x.shape[-1]
+  return dict(GATE_SHARE=d // _gates(d, p.shape[-1]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -65,7 +86,7 @@ def _core(x, xp, w, m, chunk, compute_capability, interpret):
 
 
 def _forward(x, xp, w, m, chunk, compute_capability, interpret):
-  p = _project(xp, w, x.dtype)
+  p = _project(xp, w, x.dtype, x.shape[-1])
   m = m.astype(x.dtype)
   y = None
   for k in (0, 1):  # groups k and k + 2 scan one axis, forward and in reverse
@@ -89,12 +110,12 @@ def _paired(shape, direction, chunk):
 
 def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
   """Groups k (forward) and k + 2 (reverse) in one launch, added to acc."""
-  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1])
   num_warps = _pair_warps(meta, num_warps, backward=False)
   table = gspn_pair_triton.PAIR_FORWARD_ACC if acc else gspn_pair_triton.PAIR_FORWARD
   return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
                 interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
-                OFF_NEXT=12 * x.shape[-1], GROUP=k)[0]
+                OFF_NEXT=p.shape[-1] // 2, GROUP=k, **_shared(x, p))[0]
 
 
 def _pair_warps(meta, num_warps, backward):
@@ -112,10 +133,11 @@ def _pair_warps(meta, num_warps, backward):
 
 def _group(x, p, m, *acc, k, chunk, compute_capability, interpret):
   """Group k alone, added to acc."""
-  geometry = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  geometry = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1])
   table = core_kernels.CORE_FORWARD_ACC if acc else core_kernels.CORE_FORWARD
   return launch(table, (x, p, p, p, p, p, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, *geometry,
-                interpret=interpret, compute_capability=compute_capability, NORMALIZE=True, GROUP=k)[0]
+                interpret=interpret, compute_capability=compute_capability, NORMALIZE=True, GROUP=k,
+                **_shared(x, p))[0]
 
 
 def _fwd(x, xp, w, m, chunk, compute_capability, interpret):
@@ -125,8 +147,8 @@ def _fwd(x, xp, w, m, chunk, compute_capability, interpret):
 def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, interpret):
   """Group k's h recomputed, then its adjoint through the epilogue: dx (plus acc, the
   previous groups' dx), the six projection gradients, dm's per-program sums."""
-  meta, grid, num_warps = _geometry(x.shape, direction, chunk, k, layout.SLOTS)
-  opts = dict(interpret=interpret, compute_capability=compute_capability, NORMALIZE=True)
+  meta, grid, num_warps = _geometry(x.shape, direction, chunk, k, layout.SLOTS, p.shape[-1])
+  opts = dict(interpret=interpret, compute_capability=compute_capability, NORMALIZE=True, **_shared(x, p))
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   scan_meta = {n: v for n, v in meta.items() if n not in ("OFF_U", "OFF_D")}
   (h,) = launch(gspn_triton.FORWARD, (x, p, p, p, p), [like], 1, scan_meta, grid, num_warps, **opts)
@@ -139,21 +161,23 @@ def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, i
 def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
   """Groups k and k + 2's backward in one launch: dx (plus acc), twelve projection
   gradients (group k's six, then group k + 2's), both groups' dm per-program sums."""
-  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1])
   num_warps = _pair_warps(meta, num_warps, backward=True)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")
   table = gspn_pair_triton.PAIR_BACKWARD_ACC if acc else gspn_pair_triton.PAIR_BACKWARD
   # outputs: dx, the gradients, h (the recompute's scratch), dm; the rows layout's 6 + 2 state rows
   outs = launch(table, (x, p, m, dy, *acc), [like] * 14 + [dm, dm], 4, meta, grid, num_warps, interpret=interpret,
-                compute_capability=compute_capability, NORMALIZE=True, OFF_NEXT=12 * x.shape[-1], GROUP=k)
+                compute_capability=compute_capability, NORMALIZE=True, OFF_NEXT=p.shape[-1] // 2, GROUP=k,
+                **_shared(x, p))
   return outs[:13] + outs[14:]
 
 
 def _bwd(chunk, compute_capability, interpret, residuals, dy):
   x, xp, w, m = residuals
   d = x.shape[-1]
-  p = _project(xp, w, x.dtype)
+  gates = _gates(d, w.shape[1])
+  p = _project(xp, w, x.dtype, d)
   opts = dict(chunk=chunk, compute_capability=compute_capability, interpret=interpret)
   dx, dm, grads = None, {}, {}  # grads[k]: group k's six projection gradients
   for k in (0, 1):
@@ -169,12 +193,16 @@ def _bwd(chunk, compute_capability, interpret, residuals, dy):
       dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
       grads[g], dm[g] = dslices, jnp.sum(dmk)
   dw, dxp = [], 0
-  for i in range(6):  # gl, gc, gr, lam, u, d of group k: columns i*4D + k*D of w (slot-major)
+  for i in range(6):  # gl, gc, gr, lam, u, d of group k: columns (4i + k) G, 12G + (4(i - 3) + k) D of w
+    width, start = (gates, 0) if i < 3 else (d, 12 * gates - 12 * d)
     for k in range(4):
-      g = grads[k][i]
-      dw.append(jnp.einsum("bhwr,bhwc->rc", xp, g, preferred_element_type=jnp.float32))
-      dxp = dxp + jnp.dot(g, w[:, (4 * i + k) * d:(4 * i + k + 1) * d].astype(x.dtype).T,
-                          preferred_element_type=jnp.float32)
+      dp = grads[k][i]  # per channel; a shared gate's is the sum over its D/G channels
+      wk = w[:, start + (4 * i + k) * width:start + (4 * i + k + 1) * width].astype(x.dtype)
+      dwk = jnp.einsum("bhwr,bhwc->rc", xp, dp, preferred_element_type=jnp.float32)
+      if width < d:  # shared gates: dW summed over the sharing channels, dxp through the repeated weights
+        dwk, wk = dwk.reshape(-1, width, d // width).sum(-1), jnp.repeat(wk, d // width, axis=1)
+      dw.append(dwk)
+      dxp = dxp + jnp.dot(dp, wk.T, preferred_element_type=jnp.float32)
   dw = jnp.concatenate(dw, axis=1)
   return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.stack([dm[k] for k in range(4)]).astype(m.dtype)
 

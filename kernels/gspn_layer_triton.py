@@ -21,11 +21,11 @@ def gspn_core_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m
                          REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
                          BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                          OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                         GROUP: tl.constexpr):
+                         GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """A GSPN layer's first group: y = m[GROUP] (u h + d x), h never stored."""
   _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, x_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, False, OFF_U, OFF_D, GROUP, False)
+            True, False, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -35,11 +35,12 @@ def gspn_core_fwd_acc_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_pt
                              NSEG: tl.constexpr, REVERSE: tl.constexpr, NORMALIZE: tl.constexpr,
                              BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
                              OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                             OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+                             OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
+                             GATE_SHARE: tl.constexpr):
   """The next groups: y = acc + m[GROUP] (u h + d x), acc the previous groups' sum."""
   _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
+            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -50,12 +51,12 @@ def gspn_core_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m
                          REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
                          BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                          OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                         GROUP: tl.constexpr):
+                         GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """A GSPN layer's first group's backward from dy: dx, the six projection gradients, dm."""
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, False, OFF_U, OFF_D, GROUP, False)
+            True, False, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -66,12 +67,13 @@ def gspn_core_bwd_acc_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_pt
                              NSEG: tl.constexpr, REVERSE: tl.constexpr, NORMALIZE: tl.constexpr,
                              BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
                              OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                             OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+                             OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
+                             GATE_SHARE: tl.constexpr):
   """The next groups: dx adds to acc, the previous groups' dx."""
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, True, OFF_U, OFF_D, GROUP, False)
+            True, True, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -81,10 +83,11 @@ def gspn_core_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_p
                               NSEG: tl.constexpr, REVERSE: tl.constexpr, NORMALIZE: tl.constexpr,
                               BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr,
                               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                              OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+                              OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
+                              GATE_SHARE: tl.constexpr):
   _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, x_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False)
+            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -95,10 +98,10 @@ def gspn_core_fwd_acc_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr,
                                   NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                                   ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                                   OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr,
-                                  OFF_D: tl.constexpr, GROUP: tl.constexpr):
+                                  OFF_D: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, y_ptr, state_ptr, S, L, C,
             STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL,
-            OFF_GC, OFF_GR, OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
+            OFF_GC, OFF_GR, OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -109,11 +112,12 @@ def gspn_core_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_p
                               NSEG: tl.constexpr, REVERSE: tl.constexpr, NORMALIZE: tl.constexpr,
                               BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr,
                               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                              OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
+                              OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
+                              GATE_SHARE: tl.constexpr):
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False)
+            OFF_LAM, True, False, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -125,11 +129,11 @@ def gspn_core_bwd_acc_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr,
                                   NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                                   ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                                   OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr,
-                                  OFF_D: tl.constexpr, GROUP: tl.constexpr):
+                                  OFF_D: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False)
+            OFF_LAM, True, True, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
 
 
 # a GSPN layer's groups with the u h + d x epilogue and merge weight: the first, then accumulating

@@ -30,14 +30,15 @@ def _pair_tile(x_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, S: tl.constexpr, L: tl.const
                NSEG: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
                OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, OFF_NEXT: tl.constexpr,
-               GROUP: tl.constexpr, ACC: tl.constexpr):
+               GROUP: tl.constexpr, ACC: tl.constexpr, GATE_SHARE: tl.constexpr):
   _fwd_tile(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, False, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            True, ACC, OFF_U, OFF_D, GROUP, False)
+            True, ACC, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
   tl.debug_barrier()  # the first pass's y is complete (other threads' stores) before the second adds to it
   _fwd_tile(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, y_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, True, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL + OFF_NEXT, OFF_GC + OFF_NEXT,
-            OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, True, True, OFF_U + OFF_NEXT, OFF_D + OFF_NEXT, GROUP + 2, True)
+            OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, True, True, OFF_U + OFF_NEXT, OFF_D + OFF_NEXT, GROUP + 2, True,
+            GATE_SHARE)
 
 
 @triton.jit
@@ -46,15 +47,15 @@ def _pair_rows(x_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, state_ptr, S: tl.constexpr, 
                NSEG: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-               OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, ACC: tl.constexpr):
+               OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, ACC: tl.constexpr, GATE_SHARE: tl.constexpr):
   # the second pass reuses the state rows: its first step reads none, and each step ends on a barrier
   _fwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, False, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, True, ACC, OFF_U, OFF_D, GROUP, False)
+            OFF_LAM, True, ACC, OFF_U, OFF_D, GROUP, False, GATE_SHARE)
   _fwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, y_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, True, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL + OFF_NEXT,
             OFF_GC + OFF_NEXT, OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, True, True, OFF_U + OFF_NEXT,
-            OFF_D + OFF_NEXT, GROUP + 2, True)
+            OFF_D + OFF_NEXT, GROUP + 2, True, GATE_SHARE)
 
 
 @triton.jit
@@ -63,10 +64,10 @@ def gspn_pair_fwd_kernel(x_ptr, p_ptr, m_ptr, y_ptr, S: tl.constexpr, L: tl.cons
                          CHUNK: tl.constexpr, NSEG: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
                          BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                          OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                         OFF_NEXT: tl.constexpr, GROUP: tl.constexpr):
+                         OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The layer's first pair: y = m[GROUP] (u h + d x) + m[GROUP + 2] (u h' + d x)."""
   _pair_tile(x_ptr, p_ptr, m_ptr, x_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE,
-             BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, OFF_NEXT, GROUP, False)
+             BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, OFF_NEXT, GROUP, False, GATE_SHARE)
 
 
 @triton.jit
@@ -76,10 +77,10 @@ def gspn_pair_fwd_acc_kernel(x_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, S: tl.constexp
                              NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                              PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
                              OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                             OFF_NEXT: tl.constexpr, GROUP: tl.constexpr):
+                             OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The second pair, added to acc (the first pair's y)."""
   _pair_tile(x_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE,
-             BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, OFF_NEXT, GROUP, True)
+             BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, OFF_NEXT, GROUP, True, GATE_SHARE)
 
 
 @triton.jit
@@ -89,10 +90,11 @@ def gspn_pair_fwd_rows_kernel(x_ptr, p_ptr, m_ptr, y_ptr, state_ptr, S: tl.const
                               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                               ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                               OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr,
-                              OFF_D: tl.constexpr, OFF_NEXT: tl.constexpr, GROUP: tl.constexpr):
+                              OFF_D: tl.constexpr, OFF_NEXT: tl.constexpr, GROUP: tl.constexpr,
+                              GATE_SHARE: tl.constexpr):
   _pair_rows(x_ptr, p_ptr, m_ptr, x_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG,
              NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, OFF_NEXT, GROUP,
-             False)
+             False, GATE_SHARE)
 
 
 @triton.jit
@@ -103,10 +105,10 @@ def gspn_pair_fwd_acc_rows_kernel(x_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, state_ptr
                                   BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr,
                                   OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
                                   OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                                  OFF_NEXT: tl.constexpr, GROUP: tl.constexpr):
+                                  OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   _pair_rows(x_ptr, p_ptr, m_ptr, acc_ptr, y_ptr, state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG,
              NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, OFF_NEXT, GROUP,
-             True)
+             True, GATE_SHARE)
 
 
 @triton.jit
@@ -116,16 +118,16 @@ def _bwd_pass_tile(x_ptr, p_ptr, m_ptr, dy_ptr, acc_ptr, dx_ptr, dgl_ptr, dgc_pt
                    NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
                    OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
                    OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr, ACC: tl.constexpr,
-                   SECOND: tl.constexpr):
+                   SECOND: tl.constexpr, GATE_SHARE: tl.constexpr):
   """One group's h recomputed into h_ptr, then its adjoint (the second group reversed, mirrored)."""
   _fwd_tile(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, SECOND, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            False, False, 0, 0, 0, SECOND)
+            False, False, 0, 0, 0, SECOND, GATE_SHARE)
   tl.debug_barrier()  # h complete before the adjoint reads it
   _bwd_tile(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr, dx_ptr, dgl_ptr, dgc_ptr,
             dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, SECOND,
             NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, True, ACC, OFF_U, OFF_D, GROUP,
-            SECOND)
+            SECOND, GATE_SHARE)
   tl.debug_barrier()  # the reads of h and the stores of dx done before the next group
 
 
@@ -136,16 +138,16 @@ def _bwd_pass_rows(x_ptr, p_ptr, m_ptr, dy_ptr, acc_ptr, dx_ptr, dgl_ptr, dgc_pt
                    NSEG: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                    ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                    OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-                   GROUP: tl.constexpr, ACC: tl.constexpr, SECOND: tl.constexpr):
+                   GROUP: tl.constexpr, ACC: tl.constexpr, SECOND: tl.constexpr, GATE_SHARE: tl.constexpr):
   """As _bwd_pass_tile; the forward's two state rows per program lie after the adjoint's six."""
   programs = tl.num_programs(0) * tl.num_programs(1)
   _fwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, state_ptr + programs * (6 * ROW), S,
             L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, SECOND, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL,
-            OFF_GC, OFF_GR, OFF_LAM, False, False, 0, 0, 0, SECOND)
+            OFF_GC, OFF_GR, OFF_LAM, False, False, 0, 0, 0, SECOND, GATE_SHARE)
   _bwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, h_ptr, dy_ptr, acc_ptr, dx_ptr, dgl_ptr, dgc_ptr,
             dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG,
             SECOND, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, True, ACC, OFF_U, OFF_D,
-            GROUP, SECOND)
+            GROUP, SECOND, GATE_SHARE)
 
 
 @triton.jit
@@ -155,15 +157,15 @@ def gspn_pair_bwd_kernel(
     STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, NORMALIZE: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
     OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, OFF_NEXT: tl.constexpr,
-    GROUP: tl.constexpr):
+    GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The first pair's backward: dx, both groups' six gradients and dm sums; h scratch."""
   _bwd_pass_tile(x_ptr, p_ptr, m_ptr, dy_ptr, x_ptr, dx_ptr, dgl_a, dgc_a, dgr_a, dlam_a, du_a, dd_a, h_ptr, dma_ptr,
                  S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL,
-                 OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, False, False)
+                 OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, False, False, GATE_SHARE)
   _bwd_pass_tile(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dx_ptr, dgl_b, dgc_b, dgr_b, dlam_b, du_b, dd_b, h_ptr, dmb_ptr,
                  S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL +
                  OFF_NEXT, OFF_GC + OFF_NEXT, OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, OFF_U + OFF_NEXT, OFF_D +
-                 OFF_NEXT, GROUP + 2, True, True)
+                 OFF_NEXT, GROUP + 2, True, True, GATE_SHARE)
 
 
 @triton.jit
@@ -173,15 +175,15 @@ def gspn_pair_bwd_acc_kernel(
     tl.constexpr, STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, NORMALIZE:
     tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC:
     tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, OFF_NEXT:
-    tl.constexpr, GROUP: tl.constexpr):
+    tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The second pair's: dx added to acc, the first pair's dx."""
   _bwd_pass_tile(x_ptr, p_ptr, m_ptr, dy_ptr, acc_ptr, dx_ptr, dgl_a, dgc_a, dgr_a, dlam_a, du_a, dd_a, h_ptr,
                  dma_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, PITCH,
-                 OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, True, False)
+                 OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, True, False, GATE_SHARE)
   _bwd_pass_tile(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dx_ptr, dgl_b, dgc_b, dgr_b, dlam_b, du_b, dd_b, h_ptr, dmb_ptr,
                  S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL +
                  OFF_NEXT, OFF_GC + OFF_NEXT, OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, OFF_U + OFF_NEXT, OFF_D +
-                 OFF_NEXT, GROUP + 2, True, True)
+                 OFF_NEXT, GROUP + 2, True, True, GATE_SHARE)
 
 
 @triton.jit
@@ -191,15 +193,15 @@ def gspn_pair_bwd_rows_kernel(
     tl.constexpr, STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, NORMALIZE:
     tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL:
     tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D:
-    tl.constexpr, OFF_NEXT: tl.constexpr, GROUP: tl.constexpr):
+    tl.constexpr, OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """gspn_pair_bwd_kernel in the rows layout."""
   _bwd_pass_rows(x_ptr, p_ptr, m_ptr, dy_ptr, x_ptr, dx_ptr, dgl_a, dgc_a, dgr_a, dlam_a, du_a, dd_a, h_ptr, dma_ptr,
                  state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW,
-                 PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, False, False)
+                 PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, False, False, GATE_SHARE)
   _bwd_pass_rows(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dx_ptr, dgl_b, dgc_b, dgr_b, dlam_b, du_b, dd_b, h_ptr, dmb_ptr,
                  state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW,
                  PITCH, OFF_GL + OFF_NEXT, OFF_GC + OFF_NEXT, OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, OFF_U + OFF_NEXT,
-                 OFF_D + OFF_NEXT, GROUP + 2, True, True)
+                 OFF_D + OFF_NEXT, GROUP + 2, True, True, GATE_SHARE)
 
 
 @triton.jit
@@ -209,15 +211,15 @@ def gspn_pair_bwd_acc_rows_kernel(
     STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
     NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr,
     OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr,
-    OFF_D: tl.constexpr, OFF_NEXT: tl.constexpr, GROUP: tl.constexpr):
+    OFF_D: tl.constexpr, OFF_NEXT: tl.constexpr, GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """gspn_pair_bwd_acc_kernel in the rows layout."""
   _bwd_pass_rows(x_ptr, p_ptr, m_ptr, dy_ptr, acc_ptr, dx_ptr, dgl_a, dgc_a, dgr_a, dlam_a, du_a, dd_a, h_ptr,
                  dma_ptr, state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
-                 ROW, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, True, False)
+                 ROW, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, GROUP, True, False, GATE_SHARE)
   _bwd_pass_rows(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dx_ptr, dgl_b, dgc_b, dgr_b, dlam_b, du_b, dd_b, h_ptr, dmb_ptr,
                  state_ptr, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW,
                  PITCH, OFF_GL + OFF_NEXT, OFF_GC + OFF_NEXT, OFF_GR + OFF_NEXT, OFF_LAM + OFF_NEXT, OFF_U + OFF_NEXT,
-                 OFF_D + OFF_NEXT, GROUP + 2, True, True)
+                 OFF_D + OFF_NEXT, GROUP + 2, True, True, GATE_SHARE)
 
 
 # one axis's two groups: the layer's first pair, then the second adding to it

@@ -22,7 +22,9 @@ Segments have CHUNK steps counted from the scan's start, in both passes.
 x, h, dh and the gradients have C channels per pixel. gl, gc, gr and lambda are read in
 place from wider arrays: pixel pitch PITCH, channel offsets OFF_GL, OFF_GC, OFF_GR,
 OFF_LAM (the projection outputs of a GSPN layer hold every group's gates side by side),
-so no channel slice is ever copied for a kernel. Separate C-channel arrays are PITCH = C
+so no channel slice is ever copied for a kernel. With channel-shared gates (GATE_SHARE > 1)
+channel c reads gate channel c // GATE_SHARE; the gate gradients stay per channel (the
+caller sums them over the sharing channels). Separate C-channel arrays are PITCH = C
 with zero offsets. The bodies (_fwd_tile, _bwd_tile, _fwd_rows, _bwd_rows) also serve a
 GSPN layer's kernels (gspn_layer_triton.py) through their EPILOGUE / CORE constexprs.
 """
@@ -74,6 +76,16 @@ def _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl
   x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
   lam = tl.load(lam_ptr + (poff + OFF_LAM), mask=mask, other=0.0).to(tl.float32)
   return mask, off, poff, x, lam
+
+
+@triton.jit
+def _gate_offsets(poff, c, GATE_SHARE: tl.constexpr):
+  """poff for the gates: with channel-shared gates channel c reads gate channel
+  c // GATE_SHARE of its group (GATE_SHARE = D / G channels per gate; 1: its own)."""
+  goff = poff
+  if GATE_SHARE > 1:
+    goff = poff - c + c // GATE_SHARE
+  return goff
 
 
 @triton.jit
@@ -154,7 +166,7 @@ def _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
               EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-              GROUP: tl.constexpr, MIRROR: tl.constexpr):
+              GROUP: tl.constexpr, MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The tile layout's forward; with EPILOGUE it stores [acc +] m[GROUP] (u h + d x)
   instead of h. MIRROR: segment NSEG - 1 - seg, i.e. with REVERSE the pixels the forward
   scan's segment seg covers (when S % CHUNK == 0)."""
@@ -164,12 +176,14 @@ def _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
   h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
   mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
                                   OFF_LAM)
-  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, OFF_GL, OFF_GC, OFF_GR)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE), mask, OFF_GL, OFF_GC,
+                           OFF_GR)
   for j in tl.range(0, CHUNK):
     # step j + 1's loads go out before step j's math (the loop is not pipelined by the compiler)
     mask1, off1, poff1, x1, lam1 = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j + 1, S, CHUNK, REVERSE,
                                          STRIDE_S, C, PITCH, OFF_LAM)
-    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, poff1, mask1, OFF_GL, OFF_GC, OFF_GR)
+    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff1, c, GATE_SHARE), mask1, OFF_GL, OFF_GC,
+                                OFF_GR)
     a, b, cc, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
     up = tl.gather(h, idx_up, 0) * has_up
     dn = tl.gather(h, idx_dn, 0) * has_dn
@@ -199,10 +213,10 @@ def gspn_fwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr,
                     STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
                     REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                     PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                    OFF_LAM: tl.constexpr):
+                    OFF_LAM: tl.constexpr, GATE_SHARE: tl.constexpr):
   _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            False, False, 0, 0, 0, False)
+            False, False, 0, 0, 0, False, GATE_SHARE)
 
 
 @triton.jit
@@ -213,7 +227,7 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
               OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
               CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
-              MIRROR: tl.constexpr):
+              MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The adjoint: g[j] = dh[j] + T[j+1]^T g[j+1] in reverse, then the input gradients
   (CORE: through the layer's epilogue, _cotangent; dm's per-program sum in dm_ptr).
   MIRROR as in _fwd_tile."""
@@ -231,8 +245,8 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
       prev_off = off + STRIDE_S * C
     else:
       prev_off = off - STRIDE_S * C
-    gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, has_up, has_dn, NORMALIZE,
-                                              OFF_GL, OFF_GC, OFF_GR)
+    gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE), mask,
+                                              has_up, has_dn, NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
     g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry,
                                 mk, CORE, ACC, OFF_U, OFF_D)
     if CORE:
@@ -257,11 +271,11 @@ def gspn_bwd_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
                     STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
                     REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
                     PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
-                    OFF_LAM: tl.constexpr):
+                    OFF_LAM: tl.constexpr, GATE_SHARE: tl.constexpr):
   _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, S, L, C, STRIDE_B, STRIDE_S,
             STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
-            False, False, 0, 0, 0, False)
+            False, False, 0, 0, 0, False, GATE_SHARE)
 
 
 @triton.jit
@@ -286,7 +300,7 @@ def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr,
-              OFF_D: tl.constexpr, GROUP: tl.constexpr, MIRROR: tl.constexpr):
+              OFF_D: tl.constexpr, GROUP: tl.constexpr, MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The rows layout's forward; EPILOGUE, MIRROR as in _fwd_tile."""
   seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
@@ -299,8 +313,9 @@ def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
                                                   STRIDE_L, BLOCK_L, BLOCK_C)
       mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
                                       PITCH, OFF_LAM)
-      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, up.to(tl.float32),
-                                                     dn.to(tl.float32), NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
+      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE),
+                                                     mask, up.to(tl.float32), dn.to(tl.float32), NORMALIZE, OFF_GL,
+                                                     OFF_GC, OFF_GR)
       prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
       h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
       h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
@@ -317,10 +332,10 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
                          STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
                          REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
                          BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
-                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
+                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, GATE_SHARE: tl.constexpr):
   _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, False, False, 0, 0, 0, False)
+            OFF_LAM, False, False, 0, 0, 0, False, GATE_SHARE)
 
 
 @triton.jit
@@ -331,7 +346,7 @@ def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
-              GROUP: tl.constexpr, MIRROR: tl.constexpr):
+              GROUP: tl.constexpr, MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows."""
   seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
@@ -353,8 +368,8 @@ def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
         prev_off = off - STRIDE_S * C
       has_up = up.to(tl.float32)
       has_dn = dn.to(tl.float32)
-      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, poff, mask, has_up, has_dn, NORMALIZE,
-                                                OFF_GL, OFF_GC, OFF_GR)
+      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE), mask,
+                                                has_up, has_dn, NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
       nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
       carry = (tl.load(read + row, mask=nxt, other=0.0)
                + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
@@ -385,11 +400,11 @@ def gspn_bwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, dh_ptr,
                          STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
                          REVERSE: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr,
                          BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
-                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr):
+                         OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, GATE_SHARE: tl.constexpr):
   _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, x_ptr, x_ptr, x_ptr, h_ptr, dh_ptr, x_ptr,
             dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, dx_ptr, dx_ptr, dx_ptr, state_ptr, S, L, C, STRIDE_B,
             STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL, OFF_GC, OFF_GR,
-            OFF_LAM, False, False, 0, 0, 0, False)
+            OFF_LAM, False, False, 0, 0, 0, False, GATE_SHARE)
 
 
 FORWARD = {"tile": gspn_fwd_kernel, "rows": gspn_fwd_rows_kernel}

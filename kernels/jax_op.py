@@ -21,7 +21,7 @@ def _scan(x, gl, gc, gr, lam, direction, chunk, normalize, compute_capability, i
 def _forward(x, gl, gc, gr, lam, direction, chunk, normalize, compute_capability, interpret):
   (h,) = launch(gspn_triton.FORWARD, (x, gl, gc, gr, lam), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1,
                 *layout.geometry(x.shape, direction, chunk), interpret=interpret,
-                compute_capability=compute_capability, NORMALIZE=normalize)
+                compute_capability=compute_capability, NORMALIZE=normalize, GATE_SHARE=1)
   return h
 
 
@@ -35,7 +35,7 @@ def _bwd(direction, chunk, normalize, compute_capability, interpret, residuals, 
   out_shape = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, gl, gc, gr, lam)]
   return tuple(launch(gspn_triton.BACKWARD, (x, gl, gc, gr, lam, h, dh.astype(h.dtype)), out_shape, 3,
                       *layout.geometry(x.shape, direction, chunk), interpret=interpret,
-                      compute_capability=compute_capability, NORMALIZE=normalize))
+                      compute_capability=compute_capability, NORMALIZE=normalize, GATE_SHARE=1))
 
 
 _scan.defvjp(_fwd, _bwd)

@@ -54,13 +54,16 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=N
 SLOTS = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM", "OFF_U", "OFF_D")  # a group's six projected slots
 
 
-def core_offsets(d, group):
+def core_offsets(d, group, gates=None):
   """Channel offsets of group `group`'s gl, gc, gr, lam, u, d in a GSPN layer's
   projection in the kernels' group-major order [group 0: gl | gc | gr | lam | u | d
   (D each) | group 1: ... ] (kernels/core_op.py permutes the weights' columns to it):
   one group's slots are 6D contiguous channels of a pixel, so at small D a program's
-  reads fill whole 32-byte sectors."""
-  return {name: (6 * group + i) * d for i, name in enumerate(SLOTS)}
+  reads fill whole 32-byte sectors. gates: G < D channel-shared gates, G channels each
+  (a group is then 3G + 3D channels)."""
+  g = d if gates is None else gates
+  return {name: group * (3 * g + 3 * d) + start for name, start in zip(SLOTS, (0, g, 2 * g, 3 * g, 3 * g + d,
+                                                                              3 * g + 2 * d))}
 
 
 def state_size(meta, grid, rows):

@@ -33,9 +33,9 @@ def triton_forward_backward(args, dh, direction, chunk, normalize, rows_tile=lay
   state = lambda rows: [torch.full((layout.state_size(meta, grid, rows),), float("nan"))] if which == "rows" else []
   t = [_torch(a) for a in args]
   h = torch.empty_like(t[0])
-  gspn_triton.FORWARD[which][grid](*t, h, *state(1), NORMALIZE=normalize, num_warps=num_warps, **meta)
+  gspn_triton.FORWARD[which][grid](*t, h, *state(1), NORMALIZE=normalize, GATE_SHARE=1, num_warps=num_warps, **meta)
   grads = [torch.empty_like(a) for a in t]
-  gspn_triton.BACKWARD[which][grid](*t, h, _torch(dh), *grads, *state(3), NORMALIZE=normalize,
+  gspn_triton.BACKWARD[which][grid](*t, h, _torch(dh), *grads, *state(3), NORMALIZE=normalize, GATE_SHARE=1,
                                     num_warps=num_warps, **meta)
   to_jax = lambda a: np.asarray(jnp.from_dlpack(a).astype(jnp.float32))
   return to_jax(h), [to_jax(g) for g in grads]
@@ -72,33 +72,34 @@ def case(shape, direction, chunk, normalize, dtype, seed=0, rows_tile=layout.ROW
           "fwd": rel_err(h_t, h_r), "bwd": max(rel_err(a, b) for a, b in zip(g_t, g_r))}
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _core_value_and_grads(args, ct, chunk, impl):
-  f = lambda *a: gspn_core(*a, chunk=chunk, merge="aligned", impl=impl)
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _core_value_and_grads(args, ct, chunk, impl, gates):
+  f = lambda *a: gspn_core(*a, chunk=chunk, merge="aligned", impl=impl, gate_channels=gates)
   y, vjp = jax.vjp(f, *args)
   return y, vjp(ct.astype(y.dtype))
 
 
-def core_case(shape, chunk, dtype, seed=0):
+def core_case(shape, chunk, dtype, seed=0, gates=None):
   """gspn_core(impl="triton") (fused forward, in-place reads, the kernels' backward) under
-  the interpreter against impl="reference" run in fp32: the value and all 7 gradients."""
+  the interpreter against impl="reference" run in fp32: the value and all 7 gradients.
+  gates: channel-shared gates (gate_channels)."""
   b, h, w, d = shape
   r = max(1, d // 2)
   ks = jax.random.split(jax.random.key(seed), 8)
   args = (jax.random.normal(ks[0], shape), jax.random.normal(ks[1], (b, h, w, r)),
-          jax.random.normal(ks[2], (r, 12 * d)), *(0.5 * jax.random.normal(k, (r, 4 * d)) for k in ks[3:6]),
+          jax.random.normal(ks[2], (r, 12 * (gates or d))), *(0.5 * jax.random.normal(k, (r, 4 * d)) for k in ks[3:6]),
           jax.random.normal(ks[6], (4,)))
   args = tuple(a.astype(dtype) for a in args[:2]) + args[2:]
   ct = jax.random.normal(ks[7], shape)
   with kernels.interpreted():
-    y_t, g_t = _core_value_and_grads(args, ct, chunk, "triton")
+    y_t, g_t = _core_value_and_grads(args, ct, chunk, "triton", gates)
   up = tuple(a.astype(jnp.float32) for a in args)
-  y_r, g_r = _core_value_and_grads(up, ct, chunk, "reference")
+  y_r, g_r = _core_value_and_grads(up, ct, chunk, "reference", gates)
   f32 = lambda a: np.asarray(a.astype(jnp.float32))
   layouts = {layout.geometry(shape, dr, chunk)[0]["KERNEL"] for dr in layout.DIRECTIONS}
   paired = [core_op._paired(shape, dr, chunk) for dr in ("lr", "tb")]  # one launch for lr + rl, for tb + bt
   return {"op": "gspn_core", "shape": shape, "layout": "+".join(sorted(layouts)), "chunk": chunk, "paired": paired,
-          "dtype": str(jnp.dtype(dtype)), "fwd": rel_err(f32(y_t), f32(y_r)),
+          "gates": gates, "dtype": str(jnp.dtype(dtype)), "fwd": rel_err(f32(y_t), f32(y_r)),
           "bwd": max(rel_err(f32(a), f32(b)) for a, b in zip(g_t, g_r))}
 
 
@@ -121,6 +122,9 @@ def main():
   for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 5, 7, 3), 1, jnp.float32),
                               ((2, 6, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), None, jnp.float32)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))
+  # channel-shared gates (one triple per pixel and group): lr + rl paired in the rows layout
+  # (lines of 34), tb and bt alone in the tile layout (34 % 3 != 0)
+  results.append(core_case((1, 34, 3, 2), 3, jnp.dtype(jnp.float32), seed=6, gates=1))
   json.dump(results, sys.stdout)
 
 

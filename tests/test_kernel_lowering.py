@@ -43,9 +43,10 @@ def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
     assert r["sass_per_element_step"] is not None, r
 
 
-def _lowered_layer(merge, value_and_grad=True, hw=(4, 5)):
+def _lowered_layer(merge, value_and_grad=True, hw=(4, 5), gates=None):
   """A bf16 GSPN layer (gspn_core, impl='triton') lowered for an H100, at a tiny shape whose
-  H divides by the chunk (tb and bt in one launch) and W does not (lr and rl one each)."""
+  H divides by the chunk (tb and bt in one launch) and W does not (lr and rl one each).
+  gates: channel-shared gates (gate_channels)."""
   import jax.numpy as jnp
 
   from gspn_jax.ops import gspn_core
@@ -53,9 +54,10 @@ def _lowered_layer(merge, value_and_grad=True, hw=(4, 5)):
 
   (h, w), b, d, r = hw, 2, 16, 2
   avals = (jax.ShapeDtypeStruct((b, h, w, d), jnp.bfloat16), jax.ShapeDtypeStruct((b, h, w, r), jnp.bfloat16),
-           jax.ShapeDtypeStruct((r, 12 * d), jnp.float32), *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
+           jax.ShapeDtypeStruct((r, 12 * (gates or d)), jnp.float32),
+           *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
            jax.ShapeDtypeStruct((4,), jnp.float32))
-  layer = lambda *a: gspn_core(*a, chunk=2, merge=merge, impl="triton")
+  layer = lambda *a: gspn_core(*a, chunk=2, merge=merge, impl="triton", gate_channels=gates)
   loss = lambda *a: jnp.sum(layer(*a).astype(jnp.float32))
   fn = jax.value_and_grad(loss, argnums=range(7)) if value_and_grad else layer
   return audit.lower_for_cuda(jax.jit(fn), *avals, compute_capability=90)
@@ -87,6 +89,21 @@ def test_layer_forward_never_stores_h():
   assert all(c["operand_shapes"][-1] == c["result_shapes"][0] for c in calls[1:])
   # the pair reads the projection once as one 24D-wide operand (both groups' six slots in place)
   assert calls[2]["operand_shapes"][1].startswith("tensor<2x4x5x384x"), calls[2]["operand_shapes"]
+
+
+def test_shared_gates_are_read_in_place_without_a_broadcast_copy():
+  from kernels import audit
+
+  lowered = _lowered_layer("aligned", gates=1)  # forward and backward
+  assert len(audit.triton_calls(lowered)) == 8 and audit.copied_operands(lowered) == []
+  forward = _lowered_layer("aligned", value_and_grad=False, gates=1)
+  calls = audit.triton_calls(forward)
+  # the projection: one gate triple + lam, u, d (16 channels each) per group, 4 x (3 + 48) channels
+  assert calls[2]["operand_shapes"][1].startswith("tensor<2x4x5x204x"), calls[2]["operand_shapes"]
+  # nothing image-sized is broadcast in the forward: no per-channel gate exists outside the kernels
+  image_broadcasts = [line for line in forward.as_text().splitlines()
+                      if "stablehlo.broadcast_in_dim" in line and "-> tensor<2x4x5x" in line]
+  assert image_broadcasts == [], image_broadcasts
 
 
 def test_the_replicated_warp_check_sees_a_line_copied_over_warps():

@@ -45,6 +45,14 @@ def test_fused_gspn_layer_matches_the_reference(interpreter_report):
       assert r["dtype"] == "bfloat16" and r["fwd"] < 3e-2 and r["bwd"] < 3e-2, r
 
 
+def test_fused_gspn_layer_with_shared_gates_matches_the_reference(interpreter_report):
+  # GATE_SHARE = D: every channel reads its group's one gate triple in place; paired and single
+  # launches, both layouts
+  shared = [r for r in interpreter_report if r.get("op") == "gspn_core" and r["gates"] == 1]
+  assert len(shared) == 1 and shared[0]["paired"] == [True, False] and shared[0]["layout"] == "rows+tile", shared
+  assert shared[0]["fwd"] < 1e-5 and shared[0]["bwd"] < 1e-5, shared
+
+
 def test_fp32_kernels_match_the_reference(interpreter_report):
   for r in interpreter_report:
     if r["dtype"] == "float32":

@@ -52,11 +52,11 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
       normalised where they are produced, steps as strided views of the image-frame
       arrays, the epilogue and merge fused; the backward saves only the inputs.
     "triton": the Triton kernels (kernels/core_op.py), with the same saved inputs:
-      one projection of pitch 24D whose gl/gc/gr/lam/u/d channels the kernels read in
-      place (no channel-slice copies), normalisation in the prologue, m[k] (u*h + d*x)
-      in the epilogue, summed over the groups launch by launch, so h never reaches HBM
-      in the forward. merge="released" scans transposed/flipped copies of x: there one
-      `gspn_scan(impl="triton")` per group.
+      one projection of pitch 12G + 12D whose gl/gc/gr/lam/u/d channels the kernels read
+      in place (no channel-slice copies; a shared gate read at channel c // (D/G)),
+      normalisation in the prologue, m[k] (u*h + d*x) in the epilogue, summed over the
+      groups launch by launch, so h never reaches HBM in the forward. merge="released"
+      scans transposed/flipped copies of x: there one `gspn_scan(impl="triton")` per group.
     "auto": "triton" where the kernels run (a GPU with jax-triton), else "xla".
   """
   _check(x, xp, w_gates, w_lam, w_u, w_d, m, chunk, merge, impl, gate_channels)
@@ -68,7 +68,7 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
     impl = "reference"  # not unrolled; the reference's lax.scan (it keeps the 24D expansion)
   if impl == "reference":
     return _composed(x, xp, shared_gates(w_gates, x.shape[-1]), w_lam, w_u, w_d, m, chunk, merge, "xla")
-  if impl == "triton" and merge == "aligned" and w_gates.shape[1] == 12 * x.shape[-1]:
+  if impl == "triton" and merge == "aligned":
     import kernels
 
     return kernels.gspn_core_triton(x, xp, _weights(w_gates, w_lam, w_u, w_d), m, chunk=chunk)
