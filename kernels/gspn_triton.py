@@ -23,8 +23,8 @@ x, h, dh and the gradients have C channels per pixel. gl, gc, gr and lambda are 
 place from wider arrays: pixel pitch PITCH, channel offsets OFF_GL, OFF_GC, OFF_GR,
 OFF_LAM (the projection outputs of a GSPN layer hold every group's gates side by side),
 so no channel slice is ever copied for a kernel. With channel-shared gates (GATE_SHARE > 1)
-channel c reads gate channel c // GATE_SHARE; the gate gradients stay per channel (the
-caller sums them over the sharing channels). Separate C-channel arrays are PITCH = C
+channel c reads gate channel c // GATE_SHARE (_gate_tile); the gate gradients stay per
+channel (the caller sums them over the sharing channels). Separate C-channel arrays are PITCH = C
 with zero offsets. The bodies (_fwd_tile, _bwd_tile, _fwd_rows, _bwd_rows) also serve a
 GSPN layer's kernels (gspn_layer_triton.py) through their EPILOGUE / CORE constexprs.
 """
@@ -79,13 +79,27 @@ def _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S: tl.constexpr, CHUNK: tl
 
 
 @triton.jit
-def _gate_offsets(poff, c, GATE_SHARE: tl.constexpr):
-  """poff for the gates: with channel-shared gates channel c reads gate channel
-  c // GATE_SHARE of its group (GATE_SHARE = D / G channels per gate; 1: its own)."""
-  goff = poff
+def _gate_tile(poff, mask, c, base, line_mask, seg, j, S: tl.constexpr, CHUNK: tl.constexpr, REVERSE: tl.constexpr,
+               STRIDE_S: tl.constexpr, PITCH: tl.constexpr, C: tl.constexpr, BLOCK_C: tl.constexpr,
+               GATE_SHARE: tl.constexpr):
+  """Offsets (before OFF_G*) and mask of step j's gate loads: channel c reads gate channel
+  c // GATE_SHARE of its group (GATE_SHARE = D / G channels per shared gate; 1: its own).
+  Where the program's channel block lies in one gate's channels (G = 1, or GATE_SHARE a
+  multiple of BLOCK_C) the gates are a [BLOCK_L, 1] column: one load, sigmoid and
+  normalisation per pixel, broadcast over the channels where they meet the state."""
+  goff, gmask = poff, mask
   if GATE_SHARE > 1:
-    goff = poff - c + c // GATE_SHARE
-  return goff
+    if GATE_SHARE >= C or GATE_SHARE % BLOCK_C == 0:
+      s = seg * CHUNK + j
+      if REVERSE:
+        pos = S - 1 - s
+      else:
+        pos = s
+      goff = (base + pos.to(tl.int64) * STRIDE_S) * PITCH + (tl.program_id(1) * BLOCK_C) // GATE_SHARE
+      gmask = tl.where(j < CHUNK, tl.where(s < S, line_mask, False), False)
+    else:
+      goff = poff - c + c // GATE_SHARE
+  return goff, gmask
 
 
 @triton.jit
@@ -174,17 +188,22 @@ def _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
   base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                              STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   h = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # zero carry at the segment start
+  line_mask = (tl.arange(0, BLOCK_L) < L)[:, None]
   mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
                                   OFF_LAM)
-  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE), mask, OFF_GL, OFF_GC,
-                           OFF_GR)
+  goff, gmask = _gate_tile(poff, mask, c, base, line_mask, seg, 0, S, CHUNK, REVERSE, STRIDE_S, PITCH, C, BLOCK_C,
+                           GATE_SHARE)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, OFF_GL, OFF_GC, OFF_GR)
   for j in tl.range(0, CHUNK):
     # step j + 1's loads go out before step j's math (the loop is not pipelined by the compiler)
     mask1, off1, poff1, x1, lam1 = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j + 1, S, CHUNK, REVERSE,
                                          STRIDE_S, C, PITCH, OFF_LAM)
-    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff1, c, GATE_SHARE), mask1, OFF_GL, OFF_GC,
-                                OFF_GR)
-    a, b, cc, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, mask, has_up, has_dn, NORMALIZE)
+    goff1, gmask1 = _gate_tile(poff1, mask1, c, base, line_mask, seg, j + 1, S, CHUNK, REVERSE, STRIDE_S, PITCH, C,
+                               BLOCK_C, GATE_SHARE)
+    gl1, gc1, gr1 = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff1, gmask1, OFF_GL, OFF_GC, OFF_GR)
+    _goff, gmask = _gate_tile(poff, mask, c, base, line_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, PITCH, C, BLOCK_C,
+                              GATE_SHARE)  # step j's gate mask
+    a, b, cc, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, gmask, has_up, has_dn, NORMALIZE)
     up = tl.gather(h, idx_up, 0) * has_up
     dn = tl.gather(h, idx_dn, 0) * has_dn
     h = lam * x + a * up + b * h + cc * dn
@@ -235,6 +254,7 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
   base, c, tile_mask, idx_up, idx_dn, has_up, has_dn = _tile(tl.program_id(0) // NSEG, tl.program_id(1), L, C,
                                                              STRIDE_B, STRIDE_L, BLOCK_L, BLOCK_C)
   mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
+  line_mask = (tl.arange(0, BLOCK_L) < L)[:, None]
   carry = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)  # T[j+1]^T g[j+1]; zero past the segment end
   dm = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)
   for jj in tl.range(0, CHUNK):
@@ -245,8 +265,10 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
       prev_off = off + STRIDE_S * C
     else:
       prev_off = off - STRIDE_S * C
-    gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE), mask,
-                                              has_up, has_dn, NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
+    goff, gmask = _gate_tile(poff, mask, c, base, line_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, PITCH, C, BLOCK_C,
+                             GATE_SHARE)
+    gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, has_up, has_dn, NORMALIZE, OFF_GL,
+                                              OFF_GC, OFF_GR)
     g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry,
                                 mk, CORE, ACC, OFF_U, OFF_D)
     if CORE:
@@ -313,9 +335,10 @@ def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
                                                   STRIDE_L, BLOCK_L, BLOCK_C)
       mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
                                       PITCH, OFF_LAM)
-      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE),
-                                                     mask, up.to(tl.float32), dn.to(tl.float32), NORMALIZE, OFF_GL,
-                                                     OFF_GC, OFF_GR)
+      goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
+                               REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
+      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, up.to(tl.float32),
+                                                     dn.to(tl.float32), NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
       prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
       h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
       h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
@@ -368,8 +391,10 @@ def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
         prev_off = off - STRIDE_S * C
       has_up = up.to(tl.float32)
       has_dn = dn.to(tl.float32)
-      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, _gate_offsets(poff, c, GATE_SHARE), mask,
-                                                has_up, has_dn, NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
+      goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
+                               REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
+      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, has_up, has_dn, NORMALIZE,
+                                                OFF_GL, OFF_GC, OFF_GR)
       nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
       carry = (tl.load(read + row, mask=nxt, other=0.0)
                + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)

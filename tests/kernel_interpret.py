@@ -122,9 +122,11 @@ def main():
   for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 5, 7, 3), 1, jnp.float32),
                               ((2, 6, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), None, jnp.float32)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))
-  # channel-shared gates (one triple per pixel and group): lr + rl paired in the rows layout
-  # (lines of 34), tb and bt alone in the tile layout (34 % 3 != 0)
+  # channel-shared gates. One triple per pixel and group (a [BLOCK_L, 1] gate column): lr + rl
+  # paired in the rows layout (lines of 34), tb and bt alone in the tile layout (34 % 3 != 0).
+  # Two gates of two channels each in a 4-channel block (gates read per channel): tb + bt paired
   results.append(core_case((1, 34, 3, 2), 3, jnp.dtype(jnp.float32), seed=6, gates=1))
+  results.append(core_case((1, 4, 3, 4), 2, jnp.dtype(jnp.float32), seed=7, gates=2))
   json.dump(results, sys.stdout)
 
 

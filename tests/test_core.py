@@ -56,9 +56,8 @@ def test_fast_core_bf16_tracks_the_reference():
     np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=3e-2 * float(jnp.abs(b).max()))
 
 
-@pytest.mark.parametrize("d, gates, chunk, hw, dtype", [
-    (3, 1, 2, (5, 4), jnp.float32), (4, 2, None, (3, 4), jnp.float32), (4, 1, 2, (3, 4), jnp.bfloat16),
-])
+@pytest.mark.parametrize("d, gates, chunk, hw, dtype", [(3, 1, 2, (5, 4), jnp.float32),
+                                                      (4, 2, None, (3, 4), jnp.bfloat16)])
 def test_shared_gates_fast_core_matches_the_reference(d, gates, chunk, hw, dtype):
   # GSPN-2's compressive channels (gates=1) and half as many gates as channels; odd sizes
   args = _core_args(jax.random.key(2), h=hw[0], w=hw[1], dtype=dtype, d=d, gates=gates)
