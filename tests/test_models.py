@@ -210,6 +210,19 @@ def test_core_rank_sets_the_gate_bottleneck_and_defaults_to_the_release():
     tiny_gspn(core_rank=0)
 
 
+def test_core_cond_feeds_c_into_the_gate_bottleneck_zero_initialised_and_is_off_by_default():
+  released, cond = tiny_gspn(), tiny_gspn(core_cond=True)
+  assert released.in_blocks[0].spn.c_proj is None
+  assert count_params(cond) - count_params(released) == 5 * (32 * 2 + 2)  # per block: c (32) -> rank 2, and a bias
+  hidden = released.x_embedder(_batch()[0])
+  c1, c2 = cond.y_embedder(jnp.array([1, 2])), cond.y_embedder(jnp.array([3, 4]))
+  blk = cond.in_blocks[0]
+  np.testing.assert_array_equal(blk(hidden, None, c=c1)[0], blk(hidden, None, c=c2)[0])  # zero-initialised
+  _perturb(cond)
+  # additive conditioning: no adaLN in the block, so c reaches its output only through the core
+  assert not np.allclose(blk(hidden, None, c=c1)[0], blk(hidden, None, c=c2)[0])
+
+
 def test_pos_embed_adds_dits_fixed_embedding_and_is_off_by_default():
   released, pos = nnx.eval_shape(tiny_gspn), nnx.eval_shape(lambda: tiny_gspn(pos_embed=True))
   assert released.pos_embed is None and pos.pos_embed.shape == (4, 4, 32)
