@@ -35,7 +35,8 @@ from gspn_jax.diffusion import create_diffusion
 
 # (size, model of equal_compute.SIZES) -> the study's best peak lr at 400 steps
 RUNS = {("XS/1", "GSPN-adaln-norm"): 1e-2, ("XS/1", "DiT"): 3e-2,
-        ("XS/2", "GSPN-adaln-norm"): 3e-2, ("XS/2", "DiT"): 3e-2, ("XS/1", "GSPN-adaln-norm-cond"): 1e-2}
+        ("XS/2", "GSPN-adaln-norm"): 3e-2, ("XS/2", "DiT"): 3e-2, ("XS/1", "GSPN-adaln-norm-cond"): 1e-2,
+        ("XS/1", "GSPN-adaln-norm-pos"): 3e-2}
 SMOKE_RUNS = {("tiny", "DiT"): 1e-2}
 TS = (50, 200, 400, 600, 800, 950)
 CFG_SCALES = (1.0, 1.5, 3.0, 5.0)
@@ -62,9 +63,9 @@ def blocks_forward(model, x, t, y):
       out.append((blk.adaLN_modulation(nnx.silu(c)), new - h))
       h = new
     return c, out
-  if model.pos_embed is not None:
-    raise ValueError("the GSPN probe composes pos_embed=False models only")
   hidden = model.x_embedder(x) + c[:, None, None, :]
+  if model.pos_embed is not None:
+    hidden = hidden + model.pos_embed[...]
   residual, skips = None, []
   kinds = [(b, "in") for b in model.in_blocks] + [(model.mid_block, "mid")] + [(b, "out") for b in model.out_blocks]
   for blk, kind in kinds:
