@@ -131,7 +131,7 @@ def run(model, size, label, lr, seed, args, judge):
 
 
 def markdown(rows):
-  lines = ["| size | model | seed | train loss | label_effect per t (" + ", ".join(str(p["t"]) for p in rows[0]["per_t"])
+  lines = ["| size | model | seed | train loss (run mean) | label_effect per t (" + ", ".join(str(p["t"]) for p in rows[0]["per_t"])
            + ") | mse gain from label (mean over t) | acc / FID per cfg scale | update label change per block |",
            "|" + "---|" * 8]
   for r in rows:
