@@ -36,7 +36,7 @@ from gspn_jax.diffusion import create_diffusion
 # (size, model of equal_compute.SIZES) -> the study's best peak lr at 400 steps
 RUNS = {("XS/1", "GSPN-adaln-norm"): 1e-2, ("XS/1", "DiT"): 3e-2,
         ("XS/2", "GSPN-adaln-norm"): 3e-2, ("XS/2", "DiT"): 3e-2, ("XS/1", "GSPN-adaln-norm-cond"): 1e-2,
-        ("XS/1", "GSPN-adaln-norm-pos"): 3e-2}
+        ("XS/1", "GSPN-adaln-norm-pos"): 3e-2, ("XS/1", "DiT-nopos"): 3e-2}
 SMOKE_RUNS = {("tiny", "DiT"): 1e-2}
 TS = (50, 200, 400, 600, 800, 950)
 CFG_SCALES = (1.0, 1.5, 3.0, 5.0)
@@ -125,14 +125,15 @@ def run(model, size, label, lr, seed, args, judge):
     acc, fid = judge(np.asarray(x), np.asarray(labels))
     judged.append({"cfg_scale": scale, "accuracy": acc, "fid": fid})
   per_t, blocks = probe(model.graphdef, params, model.rest, c.data.num_classes, args.ts, args.probe_images)
-  return {"size": size, "model": label, "arch": c.model.name, "kwargs": dict(c.model.kwargs), "lr": lr, "seed": seed, "steps": args.steps,
-          "train_loss": curve[-1]["train_loss"], "train_wall_s": wall, "judged": judged, "per_t": per_t,
+  return {"size": size, "model": label, "arch": c.model.name, "kwargs": dict(c.model.kwargs), "lr": lr, "seed": seed,
+          "steps": args.steps, "train_loss": curve[-1]["train_loss"], "train_wall_s": wall, "judged": judged, "per_t": per_t,
           "blocks": blocks}
 
 
 def markdown(rows):
-  lines = ["| size | model | seed | train loss (run mean) | label_effect per t (" + ", ".join(str(p["t"]) for p in rows[0]["per_t"])
-           + ") | mse gain from label (mean over t) | acc / FID per cfg scale | update label change per block |",
+  ts = ", ".join(str(p["t"]) for p in rows[0]["per_t"])
+  lines = [f"| size | model | seed | train loss (run mean) | label_effect per t ({ts})"
+           " | mse gain from label (mean over t) | acc / FID per cfg scale | update label change per block |",
            "|" + "---|" * 8]
   for r in rows:
     gain = np.mean([p["mse_null"] - p["mse_y"] for p in r["per_t"]]) / np.mean([p["mse_y"] for p in r["per_t"]])

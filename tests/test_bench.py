@@ -202,7 +202,8 @@ def test_label_use_probe_measures_the_labels_effect_and_refuses_bad_arguments(tm
   from gspn_jax.models.dit import DiT
 
   model = DiT(input_size=8, patch_size=2, in_channels=1, hidden_size=16, depth=1, num_heads=2, num_classes=10,
-              rngs=nnx.Rngs(0))
+              pos_embed=False, rngs=nnx.Rngs(0))
+  assert model.pos_embed.shape == (4, 4, 16) and not np.any(model.pos_embed[...])  # the ablation: zeroed
   leaves, tree = jax.tree.flatten(nnx.state(model, nnx.Param))
   rng = np.random.default_rng(0)  # off the zero-initialised adaLN and final layer
   nnx.update(model, jax.tree.unflatten(tree, [l + 0.1 * rng.standard_normal(l.shape) for l in leaves]))
