@@ -126,8 +126,8 @@ def run(model, size, label, lr, seed, args, judge):
     judged.append({"cfg_scale": scale, "accuracy": acc, "fid": fid})
   per_t, blocks = probe(model.graphdef, params, model.rest, c.data.num_classes, args.ts, args.probe_images)
   return {"size": size, "model": label, "arch": c.model.name, "kwargs": dict(c.model.kwargs), "lr": lr, "seed": seed,
-          "steps": args.steps, "train_loss": curve[-1]["train_loss"], "train_wall_s": wall, "judged": judged, "per_t": per_t,
-          "blocks": blocks}
+          "steps": args.steps, "train_loss": curve[-1]["train_loss"], "train_wall_s": wall, "judged": judged,
+          "per_t": per_t, "blocks": blocks}
 
 
 def markdown(rows):
