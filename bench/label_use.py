@@ -9,7 +9,7 @@ and per block (mean over t): the rms of its adaLN modulation and of its residual
 the relative change of each when the label is replaced by the null label. Samples are judged
 (accuracy, feature FID) at several cfg scales, so the label's size can be related to its use.
 
-  nice -n 10 python -m bench.label_use                       # XS/1 and XS/2, GSPN-adaln-norm and DiT
+  nice -n 10 python -m bench.label_use --seeds 0 1          # every run of RUNS (XS/1, XS/2), two seeds
   python -m bench.label_use --smoke --out /tmp/l.json        # a tiny DiT, a few steps (CI)
 
 Each run is appended to the JSON as it finishes; rerunning the same command skips it.
