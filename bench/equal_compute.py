@@ -67,7 +67,11 @@ SIZES = {
              "GSPN-adaln-norm-rank8": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, core_rank=8, **N)),
              "GSPN-adaln-norm-pos": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True, **N)),
              "GSPN-adaln-norm-pos-global": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, pos_embed=True,
-                                                         segment_length=None, **N))},
+                                                         segment_length=None, **N)),
+             # the label inside the propagation: c feeds each core's gate bottleneck (bench.label_use)
+             "GSPN-adaln-norm-cond": ("GSPN", dict(hidden_size=32, depth=4, patch_size=1, core_cond=True, **N)),
+             # and the converse: DiT without its positional embedding (bench.label_use)
+             "DiT-nopos": ("DiT", dict(hidden_size=28, depth=4, num_heads=2, patch_size=1, pos_embed=False))},
 }
 # The smoke run checks the study's mechanics (FLOP count, sweep, best-lr seed, resume, outputs)
 # with one cheap model; GSPN's compile alone would cost CI more than the rest (bench.quality's

@@ -25,12 +25,14 @@ def rms(a):
   return jnp.sqrt(jnp.mean(jnp.square(a.astype(jnp.float32))))
 
 
-def gspn_core_forward(spn, x):
+def gspn_core_forward(spn, x, c=None):
   """GSPNCore's output (merge="aligned") composed from gspn_scan, and its factors' statistics."""
   if spn.merge != "aligned":
     raise ValueError(f"the probe composes merge='aligned' only, got {spn.merge!r}")
   d = x.shape[-1]
   xp = spn.x_conv_down(x)
+  if spn.c_proj is not None:
+    xp = xp + spn.c_proj(nnx.silu(c))[:, None, None, :]
   gl, gc, gr = jnp.split(xp @ shared_gates(spn.w_conv_up.kernel[...], d), 3, axis=-1)
   lam, u, dd = (xp @ f.kernel[...] for f in (spn.l_conv_up, spn.u_conv_up, spn.d_conv))
   m = spn.m_conv[...]
@@ -67,7 +69,7 @@ def gspn_block_forward(blk, hidden, residual, skip, c):
     shift, scale, gate = jnp.split(blk.adaLN_modulation(nnx.silu(c)), 3, axis=-1)
     z = modulate(z, shift, scale)
   z = blk.conv2d(blk.in_proj(z))
-  z, stats = gspn_core_forward(blk.spn, z)
+  z, stats = gspn_core_forward(blk.spn, z, c)
   if blk.core_norm is not None:
     z = blk.core_norm(z)
   z = blk.out_dconv(blk.out_conv(z))

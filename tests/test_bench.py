@@ -191,3 +191,33 @@ def test_stability_smoke_records_gspn_internals_and_resumes(tmp_path):
   assert out.with_suffix(".png").stat().st_size > 0
   _run("bench.stability", tmp_path)  # resumed: every run is there, nothing is trained again
   assert json.loads(out.read_text())["rows"] == rows
+
+
+def test_label_use_probe_measures_the_labels_effect_and_refuses_bad_arguments(tmp_path, capsys):
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from bench import label_use
+  from gspn_jax.models.dit import DiT
+
+  model = DiT(input_size=8, patch_size=2, in_channels=1, hidden_size=16, depth=1, num_heads=2, num_classes=10,
+              pos_embed=False, rngs=nnx.Rngs(0))
+  assert model.pos_embed.shape == (4, 4, 16) and not np.any(model.pos_embed[...])  # the ablation: zeroed
+  leaves, tree = jax.tree.flatten(nnx.state(model, nnx.Param))
+  rng = np.random.default_rng(0)  # off the zero-initialised adaLN and final layer
+  nnx.update(model, jax.tree.unflatten(tree, [l + 0.1 * rng.standard_normal(l.shape) for l in leaves]))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  per_t, blocks = label_use.probe(graphdef, params, rest, 10, (500,), 4)
+  assert per_t[0]["label_effect"] > 0 and per_t[0]["label_swap"] > 0 and len(blocks) == 1
+  assert blocks[0]["mod_label_change"] > 0 and blocks[0]["update_label_change"] > 0
+  table = model.y_embedder.embedding_table.embedding
+  table[...] = jnp.broadcast_to(table[...][:1], table.shape)  # every label, the null one included, alike
+  per_t, blocks = label_use.probe(graphdef, nnx.state(model, nnx.Param), rest, 10, (500,), 4)
+  assert per_t[0]["label_effect"] == 0 and per_t[0]["mse_y"] == per_t[0]["mse_null"]
+  assert blocks[0]["mod_label_change"] == 0
+  for argv, says in ((["--runs", "XL/2:DiT"], "--runs ['XL/2:DiT']"), (["--steps", "0"], "must be positive")):
+    with pytest.raises(SystemExit) as exit:
+      label_use.main([*argv, "--out", str(tmp_path / "l.json")])
+    assert exit.value.code == 2 and says in capsys.readouterr().err.splitlines()[-1]
+  assert not list(tmp_path.iterdir())  # nothing written

@@ -8,6 +8,7 @@ from flax import nnx
 
 from gspn_jax.convert import dit_from_torch, gspn_from_torch
 from gspn_jax.models import DiT, DiT_models, GSPN, GSPN_models, count_params
+from gspn_jax.models.gspn import Block
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -208,6 +209,22 @@ def test_core_rank_sets_the_gate_bottleneck_and_defaults_to_the_release():
   assert count_params(wide) - count_params(released) == 5 * (8 - 2) * (32 + 24 * 32)
   with pytest.raises(ValueError, match="core_rank"):
     tiny_gspn(core_rank=0)
+
+
+def test_core_cond_feeds_c_into_the_gate_bottleneck_zero_initialised_and_is_off_by_default():
+  shape = lambda **kw: nnx.eval_shape(lambda: tiny_gspn(**kw))
+  released, cond = shape(), shape(core_cond=True)
+  assert released.in_blocks[0].spn.c_proj is None
+  assert count_params(cond) - count_params(released) == 5 * (32 * 2 + 2)  # per block: c (32) -> rank 2, and a bias
+  blk = nnx.jit(lambda: Block(32, chunk=2, drop_path=0.0, skip=False, merge="aligned", impl="auto", dtype=jnp.float32,
+                              rngs=nnx.Rngs(0), core_cond=True))()  # one compile, not one per initialiser
+  rng = np.random.default_rng(0)
+  hidden, c1, c2 = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in ((2, 4, 4, 32), (2, 32), (2, 32)))
+  out = nnx.jit(lambda blk, c: blk(hidden, None, c=c)[0])  # one compile for the four calls
+  np.testing.assert_array_equal(out(blk, c1), out(blk, c2))  # zero-initialised
+  _perturb(blk)
+  # no adaLN in the block (adaln=False), so c reaches its output only through the core
+  assert not np.allclose(out(blk, c1), out(blk, c2))
 
 
 def test_pos_embed_adds_dits_fixed_embedding_and_is_off_by_default():

@@ -85,7 +85,7 @@ class DiT(nnx.Module):
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_heads=16, mlp_ratio=4.0, num_classes=1000, class_dropout_prob=0.1,
-               learn_sigma=True, remat=False, dtype=jnp.float32, attn_impl=None, rngs):
+               learn_sigma=True, remat=False, dtype=jnp.float32, attn_impl=None, pos_embed=True, rngs):
     if attn_impl not in ATTENTION_IMPLS:
       raise ValueError(f"attn_impl={attn_impl!r}; use one of {ATTENTION_IMPLS}")
     self.input_size = input_size
@@ -97,7 +97,8 @@ class DiT(nnx.Module):
     self.dtype = dtype
     self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size, dtype=dtype, rngs=rngs)
     grid = input_size // patch_size
-    self.pos_embed = PosEmbed(jnp.asarray(get_2d_sincos_pos_embed(hidden_size, grid), jnp.float32)
+    # pos_embed=False zeroes the fixed embedding (an ablation: how much of DiT's label use is position)
+    self.pos_embed = PosEmbed(jnp.asarray(get_2d_sincos_pos_embed(hidden_size, grid) * float(pos_embed), jnp.float32)
                               .reshape(grid, grid, hidden_size))
     self.t_embedder = TimestepEmbedder(hidden_size, dtype=dtype, rngs=rngs)
     self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob, rngs=rngs)

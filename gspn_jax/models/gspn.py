@@ -26,9 +26,10 @@ CONDITIONINGS = ("additive", "adaln")
 
 class GSPNCore(nnx.Module):
   """Four-direction GSPN with a shared low-rank bottleneck for gates, lambda, u, d
-  (the layers of the released code, applied by the `gspn_core` op)."""
+  (the layers of the released code, applied by the `gspn_core` op). With cond, c enters that
+  bottleneck through a zero-initialised projection: the propagation itself is conditioned."""
 
-  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs, rank=None, gate_channels=None):
+  def __init__(self, hidden_size, *, chunk, merge, impl, dtype, rngs, rank=None, gate_channels=None, cond=False):
     if merge not in MERGES:
       raise ValueError(f"merge={merge!r}; use one of {MERGES}")
     d, ds = hidden_size, rank or hidden_size // 16
@@ -41,9 +42,12 @@ class GSPNCore(nnx.Module):
     self.u_conv_up = lin(ds, 4 * d)
     self.d_conv = lin(ds, 4 * d)
     self.m_conv = nnx.Param(torch_conv_kernel(rngs.params(), (4, 1))[:, 0])  # Conv2d(4, 1, 1x1)
+    self.c_proj = nnx.Linear(d, ds, kernel_init=zeros, bias_init=zeros, dtype=dtype, rngs=rngs) if cond else None
 
-  def __call__(self, x):
+  def __call__(self, x, c=None):
     xp = shard_batch(self.x_conv_down(x))
+    if self.c_proj is not None:
+      xp = xp + self.c_proj(nnx.silu(c))[:, None, None, :]
     weights = (self.w_conv_up, self.l_conv_up, self.u_conv_up, self.d_conv)
     return gspn_core(x, xp, *(f.kernel[...] for f in weights), self.m_conv[...], chunk=self.chunk,
                      merge=self.merge, impl=self.impl, gate_channels=self.gate_channels)
@@ -56,7 +60,7 @@ class Block(nnx.Module):
   with core_norm the GSPN output is layer-normalised before the 1x1."""
 
   def __init__(self, hidden_size, *, chunk, drop_path, skip, merge, impl, dtype, rngs, adaln=False,
-               core_norm=False, core_rank=None, gate_channels=None):
+               core_norm=False, core_rank=None, gate_channels=None, core_cond=False):
     d = hidden_size
     self.drop_path = drop_path
     self.dtype = dtype
@@ -66,7 +70,7 @@ class Block(nnx.Module):
     self.in_proj = xav(d, d, use_bias=False)
     self.conv2d = DepthwiseConv(d, 7, use_bias=True, dtype=dtype, rngs=rngs)
     self.spn = GSPNCore(d, chunk=chunk, merge=merge, impl=impl, dtype=dtype, rngs=rngs, rank=core_rank,
-                       gate_channels=gate_channels)
+                       gate_channels=gate_channels, cond=core_cond)
     self.core_norm = nnx.LayerNorm(d, epsilon=1e-5, rngs=rngs) if core_norm else None
     self.out_conv = nnx.Linear(d, d, use_bias=False, kernel_init=torch_conv_kernel, dtype=dtype, rngs=rngs)
     self.out_dconv = DepthwiseConv(d, 3, use_bias=False, dtype=dtype, rngs=rngs)
@@ -86,7 +90,7 @@ class Block(nnx.Module):
       shift, scale, gate = jnp.split(shard_batch(self.adaLN_modulation(nnx.silu(c))), 3, axis=-1)
       z = modulate(z, shift, scale)
     z = self.conv2d(self.in_proj(z))
-    z = self.spn(z)
+    z = self.spn(z, c)
     if self.core_norm is not None:
       z = self.core_norm(z).astype(self.dtype)
     z = self.out_dconv(self.out_conv(z))
@@ -126,13 +130,15 @@ class GSPN(nnx.Module):
       pixel and direction group, each shared by hidden_size / G consecutive channels; 1 is
       GSPN-2's one triple per pixel and group. The gate projection shrinks from 12D to 12G
       columns (None = the release: one gate per channel).
+    core_cond: c = t + y also enters each core's gate/lambda/u/d bottleneck through a
+      zero-initialised projection (not in the release): the label steers the propagation.
   """
 
   def __init__(self, *, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                num_classes=1000, class_dropout_prob=0.1, learn_sigma=True, drop_path_rate=0.1,
                segment_length=2, global_last_blocks=True, merge="aligned", remat=False,
                dtype=jnp.float32, scan_impl="auto", conditioning="additive", core_norm=False, core_rank=None,
-               pos_embed=False, gate_channels=None, rngs):
+               pos_embed=False, gate_channels=None, core_cond=False, rngs):
     if conditioning not in CONDITIONINGS:
       raise ValueError(f"conditioning={conditioning!r}; use one of {CONDITIONINGS}")
     if core_rank is not None and not 1 <= core_rank <= hidden_size:
@@ -162,7 +168,7 @@ class GSPN(nnx.Module):
     half = depth // 2
     block = functools.partial(Block, d, merge=merge, impl=scan_impl, dtype=dtype, rngs=rngs,
                               adaln=conditioning == "adaln", core_norm=core_norm, core_rank=core_rank,
-                              gate_channels=gate_channels)
+                              gate_channels=gate_channels, core_cond=core_cond)
     self.in_blocks = nnx.List([block(chunk=segment_length, drop_path=rates[i], skip=False) for i in range(half)])
     self.mid_block = block(chunk=segment_length, drop_path=rates[half], skip=False)
     self.out_blocks = nnx.List([
