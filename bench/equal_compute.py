@@ -201,6 +201,20 @@ def markdown(summ, meta):
       f"final step; final columns: the mean over the seeds at the best lr (each seed in brackets).\n")
 
 
+def count_flops(sizes, args):
+  """The study's FLOP count (XLA's cost analysis of the compiled train step) with the code at hand:
+  it follows the implementation (the XLA path's layer composition), the trained models do not."""
+  rows = []
+  for size in args.sizes or list(sizes):
+    for label, (arch, kwargs) in sizes[size].items():
+      if not args.models or label in args.models:
+        model = Model(arch, kwargs, args.steps, args.sampling_steps, args.smoke)
+        rows.append({"size": size, "model": label, "params": model.params,
+                     "train_flops_per_image": model.flops_per_image})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+  return write_results("quality_equal_compute_flops", {"rows": rows}, args.out)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--smoke", action="store_true")
@@ -216,6 +230,8 @@ def main(argv=None):
   p.add_argument("--merge", nargs="+", default=[], help="results of the same study written by other processes "
                  "(a study split with --sizes/--models and --out): their runs join --out's")
   p.add_argument("--report", action="store_true", help="train nothing: the table and plot of the runs at hand")
+  p.add_argument("--count-flops", action="store_true",
+                 help="train nothing: each model's training FLOPs per image as the current code compiles it (JSON)")
   args = p.parse_args(argv)
   sizes = SMOKE_SIZES if args.smoke else SIZES
   if args.smoke:
@@ -231,6 +247,8 @@ def main(argv=None):
     p.error(f"--lrs {unknown}: choose from {list(lrs)}")
   if unknown := [x for x in args.seeds or [] if x not in SEEDS]:
     p.error(f"--seeds {unknown}: choose from {list(SEEDS)}")
+  if args.count_flops:
+    return count_flops(sizes, args)
   path = pathlib.Path(args.out or RESULTS / f"quality_equal_compute_{device_name().replace(':', '_')}.json")
   old = json.loads(path.read_text()) if path.exists() else {}
   rows = old.get("rows", [])
