@@ -71,7 +71,8 @@ def case(shape, direction, chunk, normalize, dtype, seed=0, rows_tile=layout.ROW
   h_r, g_r = reference_forward_backward(args, dh.astype(dtype), direction, chunk, normalize)
   meta = layout.geometry(shape, direction, chunk, rows_tile, min_programs=min_programs)[0]
   return {"shape": shape, "layout": meta["KERNEL"], "block_c": meta["BLOCK_C"], "direction": direction,
-          "chunk": chunk, "normalize": normalize, "dtype": str(dtype), "fwd": rel_err(h_t, h_r), "bwd": max(rel_err(a, b) for a, b in zip(g_t, g_r))}
+          "chunk": chunk, "normalize": normalize, "dtype": str(dtype), "fwd": rel_err(h_t, h_r),
+          "bwd": max(rel_err(a, b) for a, b in zip(g_t, g_r))}
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
