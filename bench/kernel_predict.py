@@ -169,7 +169,8 @@ def measure(lowered, shape, chunk, size):
     stats, _ = audit.assemble(call["ptx"], call["compute_capability"])
     n = math.prod(call["grid"])
     passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
-    widen = call["kernel"].startswith("gspn_pair_fwd")  # kernels/core_op.py: the paired forward's tiles
+    widen = call["kernel"].startswith("gspn_pair_fwd") or (  # kernels/core_op.py: the paired launches' tiles
+        call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
     tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, widen=widen)[0]["BLOCK_L"])
     t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
     once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=n <= H100_SMS * per_sm)

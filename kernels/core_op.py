@@ -153,7 +153,8 @@ def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, i
 def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
   """Groups k and k + 2's backward in one launch: dx (plus acc), twelve projection
   gradients (group k's six, then group k + 2's), both groups' dm per-program sums."""
-  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS)
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS,
+                                    widen=layout.backward_widen(x.shape, GROUP_DIRECTIONS[k]))
   num_warps = _pair_warps(meta, num_warps, True, compute_capability)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")

@@ -8,8 +8,9 @@ hold copies of the line and long lines spill. The "rows" layout walks long lines
 tiles and carries the state in fp32 rows (kernels/gspn_triton.py). Its channel block
 shrinks (to one channel) while the grid has fewer programs than an H100 has SMs: a
 global scan of one high-resolution map otherwise runs as one program. Such programs
-walk their lines in 2 x ROWS_TILE tiles in the paired forward; siblings read the other
-channels of the same sectors in the same step (L2 hits, bench/kernel_predict.py).
+walk their lines in 2 x ROWS_TILE tiles in the paired forward (and backward, up to
+1K lines); siblings read the other channels of the same sectors in the same step (L2
+hits, bench/kernel_predict.py).
 """
 
 DIRECTIONS = ("lr", "rl", "tb", "bt")
@@ -33,8 +34,8 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=N
   separate `shape`-sized arrays). rows_tile: the rows layout's tile size (tests shrink
   it to walk several tiles of a short line). min_programs: the rows layout halves its
   channel block (down to 1) while the grid is smaller (tests pass 1 to keep wide blocks);
-  widen: then it walks its lines in tiles of 2 x rows_tile (the paired forward; the
-  backward's 1024-element tiles spill at 4K lines)."""
+  widen: then it walks its lines in tiles of 2 x rows_tile (the paired forward, and the
+  paired backward where backward_widen)."""
   b, h, w, c = shape
   if direction not in DIRECTIONS:
     raise ValueError(f"direction={direction!r}; use one of {DIRECTIONS}")
@@ -64,6 +65,13 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=N
     num_warps = max(1, min(8 if narrowed else 4, block_l * block_c // 128))
     meta.update(KERNEL="rows", BLOCK_L=block_l, BLOCK_C=block_c, ROW=-(-l // block_l) * block_l * block_c)
   return meta, (b * nseg, -(-c // block_c)), num_warps
+
+
+def backward_widen(shape, direction):
+  """Whether a paired backward takes the narrowed rows layout's doubled tile (geometry's
+  widen): where that tile holds the whole line, i.e. one tile per step (1024-element
+  backward tiles spilled at 4K lines)."""
+  return shape[1 if direction in ("lr", "rl") else 2] <= 2 * ROWS_TILE
 
 
 SLOTS = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM", "OFF_U", "OFF_D")  # a group's six projected slots
