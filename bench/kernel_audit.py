@@ -32,7 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 from bench.kernel import FULL  # noqa: E402
 from bench.kernel_predict import layer_fn  # noqa: E402
 
-CI_CASES = ("xl2_256px_local", "layer_4k_global")  # the tile and the rows layout
+CI_CASES = ("xl2_256px_local", "layer_4k_global", "layer_1k_local")  # tile; rows of one channel; rows of 8
 
 
 def model_steps(compute_dtype):

@@ -15,7 +15,12 @@ Bytes moved, counted from the lowered module:
   channels, or, when the block holds all C channels, the group's slots read from the
   24C-wide projection (contiguous in group-major order), or a whole line tile where the
   line runs along W; the four directions take turns, so each call is charged their mean.
-  The rows layout's fp32 state rows stay in L1/L2 and are not counted.
+  The rows layout's fp32 state rows stay in L1/L2 and are not counted. Two sharings count
+  as L2 hits: a sector's other pixels read by the same program at the next step (a scan
+  along W over whole pixels: one step of the resident programs' traffic is far below the
+  L2), and the other channels of a pixel read in the same step by the programs of the
+  other channel blocks when the whole grid is resident at once (the rows layout's
+  one-channel blocks of a high-resolution map).
 - a paired launch's accesses beyond each operand and result once (AGAIN: the forward's
   second pass re-reads x and its own partial y; the backward re-reads x, dy, the recomputed
   h, the gates and its dx): free (L2 hits) when one group's share of the traffic of the
@@ -97,13 +102,18 @@ def xla_op_bytes(lowered, shape):
   return total
 
 
-def sector_efficiency(meta, size, pitch, slots=1):
+def sector_efficiency(meta, size, pitch, slots=1, siblings=False):
   """Useful fraction of each 32-byte sector for one array of `pitch` channels per pixel
-  of which a program reads `slots` adjacent C-channel slots."""
-  contiguous = meta["BLOCK_C"] * size
-  if meta["BLOCK_C"] >= meta["C"]:
+  of which a program reads `slots` adjacent C-channel slots. siblings: the programs of
+  the other channel blocks run at the same time and read the rest of each pixel's
+  channels in the same step (L2 hits)."""
+  channels = meta["C"] if siblings else meta["BLOCK_C"]
+  contiguous = channels * size
+  if channels >= meta["C"]:
     if pitch == meta["C"] and meta["STRIDE_L"] == 1:
       contiguous *= meta["BLOCK_L"]
+    elif pitch == meta["C"] and meta["STRIDE_S"] == 1:
+      return 1.0  # the next step reads the sector's other pixels: an L2 hit one step later
     elif pitch > meta["C"]:
       contiguous *= slots
   return min(1.0, contiguous / 32)
@@ -121,15 +131,15 @@ def _paired(call):
 AGAIN = {"fwd": (3, 0), "bwd": (3 + 5 + 1 + 2, 8)}
 
 
-def kernel_bytes(call, shape, chunk, size, metas):
+def kernel_bytes(call, shape, chunk, size, metas, siblings=False):
   """HBM bytes of one custom call, and for a paired launch its in-program re-reads
-  (AGAIN; module docstring)."""
+  (AGAIN; module docstring); siblings as in sector_efficiency."""
   c = shape[-1]
   four_d = [t for t in call["operand_shapes"] + call["result_shapes"] if t.count("x") == 4]
   wide = sum(int(t.split("<")[1].split("x")[3]) > c for t in call["operand_shapes"] if t in four_d)
   slots = 6 if _paired(call) else wide  # the projection slots one program reads per pixel and pass
-  eff_p = statistics.mean(sector_efficiency(m, size, 24 * c, slots) for m in metas)
-  eff_x = statistics.mean(sector_efficiency(m, size, c) for m in metas)
+  eff_p = statistics.mean(sector_efficiency(m, size, 24 * c, slots, siblings) for m in metas)
+  eff_x = statistics.mean(sector_efficiency(m, size, c, 1, siblings) for m in metas)
   pixels = _pixels(four_d[0]) * c * size
   total = 0.0
   for t in four_d:
@@ -154,14 +164,16 @@ def measure(lowered, shape, chunk, size):
   """(bytes, latency seconds, gate copies, per-kernel figures) of one lowered module."""
   metas = [layout.geometry(shape, d, chunk)[0] for d in layout.DIRECTIONS]
   meta = metas[0]
-  tiles = -(-meta["L"] // meta["BLOCK_L"])
   moved, latency, programs = 0.0, 0.0, {}
   for i, call in enumerate(audit.triton_calls(lowered)):
-    once, again = kernel_bytes(call, shape, chunk, size, metas)
     stats, _ = audit.assemble(call["ptx"], call["compute_capability"])
     n = math.prod(call["grid"])
     passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
+    widen = call["kernel"].startswith("gspn_pair_fwd") or (  # kernels/core_op.py: the paired launches' tiles
+        call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
+    tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, widen=widen)[0]["BLOCK_L"])
     t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
+    once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=n <= H100_SMS * per_sm)
     latency += t
     row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
            "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once}

@@ -67,11 +67,11 @@ def _sharded(fn, *arrays):
                        check_vma=False)(*arrays)
 
 
-def _geometry(shape, direction, chunk, k, names, width):
+def _geometry(shape, direction, chunk, k, names, width, widen=False):
   """The launch geometry of group k reading a projection `width` channels wide in place."""
   d = shape[-1]
   offsets = layout.core_offsets(d, k, _gates(d, width))
-  return layout.geometry(shape, direction, chunk, pitch=width, offsets={n: offsets[n] for n in names})
+  return layout.geometry(shape, direction, chunk, pitch=width, offsets={n: offsets[n] for n in names}, widen=widen)
 
 
 def _shared(x, p):
@@ -110,25 +110,38 @@ def _paired(shape, direction, chunk):
 
 def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
   """Groups k (forward) and k + 2 (reverse) in one launch, added to acc."""
-  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1])
-  num_warps = _pair_warps(meta, num_warps, backward=False)
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1], widen=True)
+  num_warps = _pair_warps(meta, num_warps, False, compute_capability)
   table = gspn_pair_triton.PAIR_FORWARD_ACC if acc else gspn_pair_triton.PAIR_FORWARD
   return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
                 interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
                 OFF_NEXT=p.shape[-1] // 2, GROUP=k, **_shared(x, p))[0]
 
 
-def _pair_warps(meta, num_warps, backward):
+def _pair_warps(meta, num_warps, backward, compute_capability):
   """A paired launch's warps (drops meta's REVERSE: the kernels run both). Chosen by the
   compiler audit (bench/kernel_audit.py): at the others ptxas spills a few bytes of these
-  two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 2048."""
+  two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 2048; on
+  sm_80 the backward's at 4 warps on 1024-element tiles and the rows backward (fp32) at
+  4 and 8 warps, so sm_80 gives those backwards twice the warps."""
   meta.pop("REVERSE")
   elements = meta["BLOCK_L"] * meta["BLOCK_C"]
-  if meta["KERNEL"] == "rows":
-    return 8 if elements >= 512 else num_warps
+  sm80 = backward and _capability(compute_capability) < 90
+  if meta["KERNEL"] == "rows":  # 2 elements per thread (1 on sm_80's backward)
+    return (elements // 32 if sm80 else elements // 64) if elements >= 512 else num_warps
   if not backward and meta["BLOCK_C"] >= 8 and elements >= 1024:
     return 8 if elements == 1024 else 4
-  return num_warps
+  return 8 if sm80 and elements == 1024 else num_warps
+
+
+def _capability(compute_capability):
+  """The target's compute capability: the one lowered for, else device 0's (90 off a GPU)."""
+  if compute_capability is not None:
+    return int(compute_capability)
+  device = jax.devices()[0]
+  if device.platform != "gpu" or not hasattr(device, "compute_capability"):
+    return 90
+  return int(round(10 * float(device.compute_capability)))
 
 
 def _group(x, p, m, *acc, k, chunk, compute_capability, interpret):
@@ -161,8 +174,9 @@ def _group_backward(x, p, m, dy, acc, k, direction, chunk, compute_capability, i
 def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
   """Groups k and k + 2's backward in one launch: dx (plus acc), twelve projection
   gradients (group k's six, then group k + 2's), both groups' dm per-program sums."""
-  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1])
-  num_warps = _pair_warps(meta, num_warps, backward=True)
+  meta, grid, num_warps = _geometry(x.shape, GROUP_DIRECTIONS[k], chunk, k, layout.SLOTS, p.shape[-1],
+                                    widen=layout.backward_widen(x.shape, GROUP_DIRECTIONS[k]))
+  num_warps = _pair_warps(meta, num_warps, True, compute_capability)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   dm = jax.ShapeDtypeStruct((*grid, 1, 1), "float32")
   table = gspn_pair_triton.PAIR_BACKWARD_ACC if acc else gspn_pair_triton.PAIR_BACKWARD

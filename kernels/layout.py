@@ -5,7 +5,12 @@ same variants. The "tile" layout keeps a whole line x channel block in registers
 takes neighbours with tl.gather, which keeps the line inside one warp: it is used while
 the channel block spreads over every warp (BLOCK_C >= num_warps), else the warps would
 hold copies of the line and long lines spill. The "rows" layout walks long lines in
-tiles and carries the state in fp32 rows (kernels/gspn_triton.py).
+tiles and carries the state in fp32 rows (kernels/gspn_triton.py). Its channel block
+shrinks (to one channel) while the grid has fewer programs than an H100 has SMs: a
+global scan of one high-resolution map otherwise runs as one program. Such programs
+walk their lines in 2 x ROWS_TILE tiles in the paired forward (and backward, up to
+1K lines); siblings read the other channels of the same sectors in the same step (L2
+hits, bench/kernel_predict.py).
 """
 
 DIRECTIONS = ("lr", "rl", "tb", "bt")
@@ -14,18 +19,23 @@ MAX_BLOCK_C = 64
 ROWS_TILE = 512  # elements of one line tile in the rows layout (4 warps, 4 per thread)
 NUM_STAGES = 2  # Triton's option, as jax_op passes it (no effect on these loops' loads)
 ROWS_BLOCK_C = 16  # channels per program in the rows layout: 32 B of bf16, 64 B of fp32 per pixel
+MIN_PROGRAMS = 132  # an H100's SMs: the rows layout narrows its channel block until the grid fills them
 
 
 def next_pow2(n):
   return 1 << max(n - 1, 0).bit_length()
 
 
-def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=None):
+def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=None, min_programs=MIN_PROGRAMS,
+             widen=False):
   """(constexpr kwargs incl. KERNEL, grid, num_warps) for NHWC `shape` scanned along
   `direction`; strides count pixels. pitch, offsets: where gl, gc, gr, lam (and u, d)
   sit in the arrays they are read from (pixel pitch, OFF_* channel offsets; default
   separate `shape`-sized arrays). rows_tile: the rows layout's tile size (tests shrink
-  it to walk several tiles of a short line)."""
+  it to walk several tiles of a short line). min_programs: the rows layout halves its
+  channel block (down to 1) while the grid is smaller (tests pass 1 to keep wide blocks);
+  widen: then it walks its lines in tiles of 2 x rows_tile (the paired forward, and the
+  paired backward where backward_widen)."""
   b, h, w, c = shape
   if direction not in DIRECTIONS:
     raise ValueError(f"direction={direction!r}; use one of {DIRECTIONS}")
@@ -45,10 +55,23 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=N
     meta.update(KERNEL="tile", BLOCK_L=block_l, BLOCK_C=block_c)
   else:
     block_c = min(next_pow2(c), ROWS_BLOCK_C)
+    narrowed = False
+    while block_c > 1 and b * nseg * -(-c // block_c) < min_programs:
+      block_c, narrowed = block_c // 2, True
+    if narrowed and widen:  # few programs, each latency-bound: twice the tile, half the tiles per step
+      rows_tile *= 2
     block_l = min(next_pow2(l), max(1, rows_tile // block_c))
-    num_warps = max(1, min(4, block_l * block_c // 128))  # fewer lanes than elements: none replicated
+    # fewer lanes than elements (none replicated), 4 elements per thread
+    num_warps = max(1, min(8 if narrowed else 4, block_l * block_c // 128))
     meta.update(KERNEL="rows", BLOCK_L=block_l, BLOCK_C=block_c, ROW=-(-l // block_l) * block_l * block_c)
   return meta, (b * nseg, -(-c // block_c)), num_warps
+
+
+def backward_widen(shape, direction):
+  """Whether a paired backward takes the narrowed rows layout's doubled tile (geometry's
+  widen): where that tile holds the whole line, i.e. one tile per step (1024-element
+  backward tiles spilled at 4K lines)."""
+  return shape[1 if direction in ("lr", "rl") else 2] <= 2 * ROWS_TILE
 
 
 SLOTS = ("OFF_GL", "OFF_GC", "OFF_GR", "OFF_LAM", "OFF_U", "OFF_D")  # a group's six projected slots

@@ -26,8 +26,8 @@ def _torch(a):
   return torch.from_dlpack(jnp.array(a, copy=True))
 
 
-def triton_forward_backward(args, dh, direction, chunk, normalize, rows_tile=layout.ROWS_TILE):
-  meta, grid, num_warps = layout.geometry(args[0].shape, direction, chunk, rows_tile)
+def triton_forward_backward(args, dh, direction, chunk, normalize, rows_tile=layout.ROWS_TILE, min_programs=1):
+  meta, grid, num_warps = layout.geometry(args[0].shape, direction, chunk, rows_tile, min_programs=min_programs)
   which = meta.pop("KERNEL")
   # the rows layout's state starts as garbage, as XLA's uninitialised output would
   state = lambda rows: [torch.full((layout.state_size(meta, grid, rows),), float("nan"))] if which == "rows" else []
@@ -59,17 +59,20 @@ def rel_err(a, b):
   return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
 
 
-def case(shape, direction, chunk, normalize, dtype, seed=0, rows_tile=layout.ROWS_TILE):
+def case(shape, direction, chunk, normalize, dtype, seed=0, rows_tile=layout.ROWS_TILE, min_programs=1):
+  """min_programs=1 keeps the rows layout's channel blocks wide; the default
+  (layout.MIN_PROGRAMS) narrows them to fill a GPU, as the JAX op does."""
   keys = jax.random.split(jax.random.key(seed), 6)
   x, gl, gc, gr, lam, dh = (jax.random.normal(k, shape) for k in keys)
   if not normalize:  # positive, row-stochastic-ish gates keep values O(1)
     gl, gc, gr = (jax.nn.softmax(jnp.stack([gl, gc, gr]), axis=0)[i] for i in range(3))
   args = tuple(a.astype(dtype) for a in (x, gl, gc, gr, lam))
-  h_t, g_t = triton_forward_backward(args, dh.astype(dtype), direction, chunk, normalize, rows_tile)
+  h_t, g_t = triton_forward_backward(args, dh.astype(dtype), direction, chunk, normalize, rows_tile, min_programs)
   h_r, g_r = reference_forward_backward(args, dh.astype(dtype), direction, chunk, normalize)
-  layout_name = layout.geometry(shape, direction, chunk, rows_tile)[0]["KERNEL"]
-  return {"shape": shape, "layout": layout_name, "direction": direction, "chunk": chunk, "normalize": normalize, "dtype": str(dtype),
-          "fwd": rel_err(h_t, h_r), "bwd": max(rel_err(a, b) for a, b in zip(g_t, g_r))}
+  meta = layout.geometry(shape, direction, chunk, rows_tile, min_programs=min_programs)[0]
+  return {"shape": shape, "layout": meta["KERNEL"], "block_c": meta["BLOCK_C"], "direction": direction,
+          "chunk": chunk, "normalize": normalize, "dtype": str(dtype), "fwd": rel_err(h_t, h_r),
+          "bwd": max(rel_err(a, b) for a, b in zip(g_t, g_r))}
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -116,6 +119,11 @@ def main():
   for direction, long_line in (("lr", (1, 300, 3, 18)), ("bt", (1, 3, 300, 18))):  # rows by the default rule
     results.append(case(long_line, direction, 2, True, jnp.dtype(jnp.float32), seed=4, rows_tile=2048))
   results.append(case((1, 9, 6, 2), "rl", 3, True, jnp.dtype(jnp.bfloat16), seed=5, rows_tile=8))
+  # the rows layout narrowed to one-channel programs (a global scan with few programs), 3 line tiles
+  for direction, dtype in (("bt", jnp.float32), ("rl", jnp.bfloat16)):
+    shape = (2, 5, 300, 3) if direction == "bt" else (2, 300, 5, 3)
+    results.append(case(shape, direction, None, True, jnp.dtype(dtype), seed=6, rows_tile=128,
+                        min_programs=layout.MIN_PROGRAMS))
   # a whole GSPN layer: four directions from the fused forward and the backward, odd sizes
   # (lines of 33 along H take the rows layout, those of 3 along W the tile layout); an axis
   # whose length divides by the chunk runs its two groups in one launch, else one each

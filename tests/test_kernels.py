@@ -29,6 +29,8 @@ def test_interpreter_runs_every_direction_chunk_and_normalisation(interpreter_re
   seen = {(r["direction"], r["chunk"], r["normalize"]) for r in scans if r["dtype"] == "float32"}
   assert len(seen) == 4 * 4 * 2
   assert {r["layout"] for r in scans} == {"tile", "rows"}
+  # the rows layout with wide channel blocks, and narrowed to one channel per program
+  assert {r["block_c"] for r in scans if r["layout"] == "rows"} >= {1, 16}
 
 
 def test_fused_gspn_layer_matches_the_reference(interpreter_report):
