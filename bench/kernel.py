@@ -3,6 +3,7 @@
   python -m bench.kernel             # on a GPU: the full table, JSON in bench/results/
   python -m bench.kernel --smoke     # anywhere: tiny shapes, the XLA path only
   python -m bench.kernel --predict   # anywhere: the H100 performance model (bench/kernel_predict.py)
+  python -m bench.kernel --predict --gate-channels 1   # the same with channel-shared gates (v2 only)
 
 Cases: one GSPN layer (gspn_core, merge="aligned": four directions, R = D/16) at the
 GSPN-XL/2 training shape at 256 px (B=32, 16x16, D=1500) and 512 px (32x32), and at one
@@ -81,11 +82,17 @@ def main(argv=None):
   p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_<device>.json)")
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
                  help="with --predict: the dtypes modelled")
+  p.add_argument("--gate-channels", type=int, default=None,
+                 help="with --predict: channel-shared gates, G per group (a divisor of every case's D, e.g. 1)")
   args = p.parse_args(argv)
+  if args.gate_channels is not None and (not args.predict or args.gate_channels < 1
+                                         or any(shape[-1] % args.gate_channels for _, shape, _ in FULL)):
+    p.error(f"--gate-channels {args.gate_channels}: needs --predict and a divisor of every case's D "
+            f"({sorted({shape[-1] for _, shape, _ in FULL})}), e.g. 1")
   from kernels import INSTALL_HINT, available
 
   if args.predict:
-    return predict(args.out, [jnp.dtype(d) for d in args.dtypes])
+    return predict(args.out, [jnp.dtype(d) for d in args.dtypes], args.gate_channels)
   if not args.smoke and not available():
     raise SystemExit(f"bench.kernel needs a CUDA GPU with jax-triton ({INSTALL_HINT}); "
                      "use --smoke for the CPU smoke test or --predict for the performance model")
@@ -98,20 +105,25 @@ def main(argv=None):
   return path
 
 
-def predict(out=None, dtypes=(jnp.float32, jnp.bfloat16)):
+def predict(out=None, dtypes=(jnp.float32, jnp.bfloat16), gate_channels=None):
+  """The performance model at every case; with gate_channels the current kernels (v2) only,
+  in their own JSON (no plot: the plot sets v2 beside v1)."""
   from bench import kernel_predict
 
   rows = []
   for name, shape, chunk in FULL:  # one GSPN layer (four directions) at each shape
     for dtype in dtypes:
-      for version in ("v1", "v2"):
-        rows.append(kernel_predict.predict_case(name, shape, chunk, dtype, version))
+      for version in ("v2",) if gate_channels else ("v1", "v2"):
+        rows.append(kernel_predict.predict_case(name, shape, chunk, dtype, version, gate_channels))
         print({k: v for k, v in rows[-1].items() if not k.startswith("kernels_")}, file=sys.stderr)
+  default = "kernel_predicted_shared_gates_h100.json" if gate_channels else "kernel_predicted_h100.json"
   path = write_results("kernel_predicted", {"predicted_for": "H100 (3.0 TB/s copy bandwidth, 132 SMs): PREDICTED, "
                                             "not measured", "unit": "one GSPN layer (gspn_core, four directions)",
-                                            "rows": rows}, out or "bench/results/kernel_predicted_h100.json")
-  kernel_predict.plot(rows, path.with_suffix(".png"))
-  print(f"wrote {path} and {path.with_suffix('.png')}")
+                                            "gate_channels": gate_channels, "rows": rows},
+                       out or f"bench/results/{default}")
+  if not gate_channels:
+    kernel_predict.plot(rows, path.with_suffix(".png"))
+  print(f"wrote {path}")
   return path
 
 

@@ -31,8 +31,10 @@ Bytes moved, counted from the lowered module:
   Reshapes (bitcasts) and the projection / weight-gradient GEMMs, which every version
   runs alike, are left out.
 Minimum bytes with N = B*H*W*D elements: forward x, the 24 projected channels groups and
-y once: 26 N; forward + backward adds x, dy and the projection read, dx and the 24
-projection gradients written: 76 N. Time = the larger of bytes / 3.0 TB/s and a latency
+y once: 26 N; forward + backward (y only summed) x, the projection, then x, dy and the
+projection read, dx and the 24 projection gradients written: 76 N. With channel-shared
+gates (G per group, g = G/D) the 12 gate slots are g wide: 14 + 12g and 40 + 36g (the
+kernels write per-channel gate gradients, which XLA sums: 12 (1 - g) N above that minimum). Time = the larger of bytes / 3.0 TB/s and a latency
 bound: each program waits one dependent memory round trip per scan step and line tile
 (two scans per program in a paired forward, four in its backward), in waves of 132 SMs x
 resident programs per SM (from ptxas's register count).
@@ -58,17 +60,17 @@ NOT_COUNTED = ("stablehlo.custom_call", "func.return", "func.call", "func.func",
                "stablehlo.optimization_barrier", "stablehlo.iota")
 
 
-def layer_fn(shape, chunk, dtype, version="v2", grad=True):
+def layer_fn(shape, chunk, dtype, version="v2", grad=True, gate_channels=None):
   """A jitted GSPN layer (forward, or value and gradient w.r.t. all 7 inputs) and its avals."""
   from gspn_jax.ops import core
 
   b, h, w, d = shape
   r = max(1, d // 16)
   avals = (jax.ShapeDtypeStruct(shape, dtype), jax.ShapeDtypeStruct((b, h, w, r), dtype),
-           jax.ShapeDtypeStruct((r, 12 * d), jnp.float32), *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
-           jax.ShapeDtypeStruct((4,), jnp.float32))
+           jax.ShapeDtypeStruct((r, 12 * (gate_channels or d)), jnp.float32),
+           *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3, jax.ShapeDtypeStruct((4,), jnp.float32))
   if version == "v2":
-    layer = lambda *a: core.gspn_core(*a, chunk=chunk, merge="aligned", impl="triton")
+    layer = lambda *a: core.gspn_core(*a, chunk=chunk, merge="aligned", impl="triton", gate_channels=gate_channels)
   else:
     layer = lambda *a: core._core(*a, chunk, "aligned", "triton")
   fn = jax.value_and_grad(lambda *a: jnp.sum(layer(*a).astype(jnp.float32)), argnums=range(7)) if grad else layer
@@ -127,28 +129,34 @@ def _paired(call):
 # (x-like, projection slots). Forward: the second pass re-reads x, reads and rewrites y.
 # Backward, per pass pair (recompute h, adjoint) of two groups: x read 4x, h written 2x and
 # read 4x (h and its previous step), dy read 2x, dx written 2x and read once, and the
-# recompute's 4 gate slots read again by the adjoint.
+# recompute's 4 gate slots (gl, gc, gr, lam) read again by the adjoint.
 AGAIN = {"fwd": (3, 0), "bwd": (3 + 5 + 1 + 2, 8)}
 
 
-def kernel_bytes(call, shape, chunk, size, metas, siblings=False):
+def kernel_bytes(call, shape, chunk, size, metas, siblings=False, gates=None):
   """HBM bytes of one custom call, and for a paired launch its in-program re-reads
-  (AGAIN; module docstring); siblings as in sector_efficiency."""
+  (AGAIN; module docstring); siblings as in sector_efficiency. gates: gate channels per
+  group (channel-shared gates; None = C): a gate slot is that many channels wide."""
   c = shape[-1]
+  g = (gates or c) / c  # a gate slot's width in C-channel units
   four_d = [t for t in call["operand_shapes"] + call["result_shapes"] if t.count("x") == 4]
-  wide = sum(int(t.split("<")[1].split("x")[3]) > c for t in call["operand_shapes"] if t in four_d)
-  slots = 6 if _paired(call) else wide  # the projection slots one program reads per pixel and pass
-  eff_p = statistics.mean(sector_efficiency(m, size, 24 * c, slots, siblings) for m in metas)
+  wide = [t for t in call["operand_shapes"] if t in four_d and int(t.split("<")[1].split("x")[3]) > c]
+  # the projection slots one program reads per pixel and pass, in C-channel units: a group's
+  # gl, gc, gr (then lam, u, d) in the paired kernels and in order in the others' operands
+  slots = 3 * g + 3 if _paired(call) else sum(g if i < 3 else 1 for i in range(len(wide)))
+  eff_p = statistics.mean(sector_efficiency(m, size, 12 * (gates or c) + 12 * c, slots, siblings) for m in metas)
   eff_x = statistics.mean(sector_efficiency(m, size, c, 1, siblings) for m in metas)
   pixels = _pixels(four_d[0]) * c * size
   total = 0.0
   for t in four_d:
-    pitch = int(t.split("<")[1].split("x")[3])
-    reads = 12 if _paired(call) and pitch > c else 1  # both groups' six slots from one operand
-    total += reads * _pixels(t) * min(pitch, c) * size / (eff_p if pitch > c else eff_x)
+    if t not in wide:
+      total += _pixels(t) * min(int(t.split("<")[1].split("x")[3]), c) * size / eff_x
+  if wide:  # both groups' slots from one operand (paired), else one operand per slot
+    total += (2 * slots if _paired(call) else slots) * _pixels(wide[0]) * c * size / eff_p
   again = 0.0
   if _paired(call):
     xs, ps = AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"]
+    ps = ps and 2 * (3 * g + 1)  # the adjoint re-reads both groups' gates and lam
     again = pixels * (xs / eff_x + ps / eff_p)
   return total, again
 
@@ -160,7 +168,7 @@ def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_ste
   return waves * steps_per_program * tiles_per_step * ROUND_TRIP_S, per_sm
 
 
-def measure(lowered, shape, chunk, size):
+def measure(lowered, shape, chunk, size, gates=None):
   """(bytes, latency seconds, gate copies, per-kernel figures) of one lowered module."""
   metas = [layout.geometry(shape, d, chunk)[0] for d in layout.DIRECTIONS]
   meta = metas[0]
@@ -173,7 +181,7 @@ def measure(lowered, shape, chunk, size):
         call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
     tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, widen=widen)[0]["BLOCK_L"])
     t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
-    once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=n <= H100_SMS * per_sm)
+    once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=n <= H100_SMS * per_sm, gates=gates)
     latency += t
     row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
            "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once}
@@ -188,15 +196,22 @@ def measure(lowered, shape, chunk, size):
   return moved + xla_op_bytes(lowered, shape), latency, len(audit.copied_operands(lowered)), programs
 
 
-def predict_case(name, shape, chunk, dtype, version="v2"):
+def min_bytes(n, g=1.0):
+  """The layer's minimum bytes (module docstring), n = B*H*W*D elements x bytes each; g: a gate
+  slot's width in channels over D (channel-shared gates): the projection is 12 + 12g slots wide."""
+  return {"min_bytes_fwd": (14 + 12 * g) * n, "min_bytes_fwd_bwd": (40 + 36 * g) * n}
+
+
+def predict_case(name, shape, chunk, dtype, version="v2", gate_channels=None):
   size = jnp.dtype(dtype).itemsize
   n = math.prod(shape) * size
   out = {"case": name, "version": version, "shape": shape, "chunk": chunk, "dtype": jnp.dtype(dtype).name,
-         "min_bytes_fwd": 26 * n, "min_bytes_fwd_bwd": 76 * n}
+         **({"gate_channels": gate_channels} if gate_channels else {}),
+         **min_bytes(n, (gate_channels or shape[-1]) / shape[-1])}
   for what, grad in (("fwd", False), ("fwd_bwd", True)):
-    fn, avals = layer_fn(shape, chunk, dtype, version, grad)
+    fn, avals = layer_fn(shape, chunk, dtype, version, grad, gate_channels)
     lowered = audit.lower_for_cuda(fn, *avals, compute_capability=90)
-    moved, latency, copies, programs = measure(lowered, shape, chunk, size)
+    moved, latency, copies, programs = measure(lowered, shape, chunk, size, gate_channels)
     t = max(moved / H100_BANDWIDTH, latency)
     out.update({f"bytes_{what}": moved, f"bytes_over_min_{what}": round(moved / out[f"min_bytes_{what}"], 3),
                 f"gate_copies_{what}": copies, f"predicted_{what}_ms": round(1e3 * t, 4),

@@ -124,3 +124,22 @@ def test_jax_triton_on_a_cpu_machine_leaves_the_triton_path_off():
   assert not kernels.available()
   with pytest.raises(RuntimeError, match=r"pip install -e '\.\[gpu\]'"):
     kernels.gspn_scan_triton(*[jax.numpy.zeros((1, 2, 2, 1))] * 5, direction="lr")
+
+
+def test_performance_model_charges_shared_gates_their_width():
+  """bench.kernel --predict: the minimum bytes of a layer (26 N forward, 76 N with the
+  backward; 14 + 12g and 40 + 36g with gates g = G/D wide) and fewer bytes counted from the
+  lowered kernels when the gates are shared (one layer at a tiny shape, forward + backward)."""
+  import jax.numpy as jnp
+
+  from bench import kernel_predict
+
+  shape, n = (1, 8, 8, 16), 8 * 8 * 16 * 4
+  full = kernel_predict.predict_case("tiny", shape, 2, jnp.float32)
+  shared = kernel_predict.predict_case("tiny", shape, 2, jnp.float32, gate_channels=1)
+  assert (full["min_bytes_fwd"], full["min_bytes_fwd_bwd"]) == (26 * n, 76 * n)
+  assert (shared["min_bytes_fwd"], shared["min_bytes_fwd_bwd"]) == ((14 + 12 / 16) * n, (40 + 36 / 16) * n)
+  for what in ("fwd", "fwd_bwd"):
+    assert shared[f"bytes_{what}"] < full[f"bytes_{what}"]
+    assert shared[f"gate_copies_{what}"] == full[f"gate_copies_{what}"] == 0
+    assert full[f"bytes_{what}"] >= full[f"min_bytes_{what}"] and shared[f"bytes_{what}"] >= shared[f"min_bytes_{what}"]
