@@ -161,6 +161,17 @@ def test_equal_compute_names_lrs_and_seeds_outside_the_study(tmp_path, capsys):
   assert not list(tmp_path.iterdir())  # nothing written
 
 
+def test_kernel_prediction_refuses_gate_channels_it_cannot_model(tmp_path, capsys):
+  from bench import kernel
+
+  out = tmp_path / "k.json"
+  for argv in (["--predict", "--gate-channels", "7"], ["--gate-channels", "1"], ["--predict", "--gate-channels", "0"]):
+    with pytest.raises(SystemExit) as exit:  # before any lowering
+      kernel.main([*argv, "--out", str(out)])
+    assert exit.value.code == 2 and "--gate-channels" in capsys.readouterr().err.splitlines()[-1]
+  assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_stability_refuses_bad_arguments_in_one_line_before_training(tmp_path, capsys):
   from bench import stability
 
