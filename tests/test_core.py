@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gspn_jax.models.depthwise import depthwise_conv, depthwise_taps, library_depthwise_conv
+from gspn_jax.models.depthwise import depthwise_conv, depthwise_dense, depthwise_taps, library_depthwise_conv
 from gspn_jax.ops import gspn_core
 
 D, R = 3, 2
@@ -98,9 +98,10 @@ def test_core_bad_arguments_raise_clear_errors():
     gspn_core(*args, chunk=2, gate_channels=1)
 
 
+@pytest.mark.parametrize("conv", [depthwise_taps, depthwise_dense], ids=["taps", "dense"])
 @pytest.mark.parametrize("k, shape, dtype", [(7, (2, 5, 6, 3), jnp.float32), (3, (2, 4, 3, 5), jnp.float32),
                                              (3, (1, 4, 4, 2), jnp.bfloat16)])
-def test_depthwise_taps_match_the_library_convolution(k, shape, dtype):
+def test_depthwise_convs_match_the_library_convolution(conv, k, shape, dtype):
   kx, kk, kg = jax.random.split(jax.random.key(5), 3)
   x = jax.random.normal(kx, shape).astype(dtype)
   kernel = jax.random.normal(kk, (k, k, 1, shape[-1])).astype(dtype)
@@ -110,8 +111,8 @@ def test_depthwise_taps_match_the_library_convolution(k, shape, dtype):
   def vg(f):
     return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum((f(x, w) * ct).astype(jnp.float32)), argnums=(0, 1)))
 
-  (v1, (dx1, dk1)), (v2, (dx2, dk2)) = vg(depthwise_taps)(x, kernel), vg(library_depthwise_conv)(x, kernel)
-  np.testing.assert_allclose(depthwise_taps(x, kernel).astype(jnp.float32),
+  (v1, (dx1, dk1)), (v2, (dx2, dk2)) = vg(conv)(x, kernel), vg(library_depthwise_conv)(x, kernel)
+  np.testing.assert_allclose(conv(x, kernel).astype(jnp.float32),
                              library_depthwise_conv(x, kernel).astype(jnp.float32), rtol=tol, atol=tol * k)
   assert dx1.dtype == dtype and dk1.dtype == dtype
   for a, b in ((dx1, dx2), (dk1, dk2)):
