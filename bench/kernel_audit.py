@@ -32,7 +32,8 @@ import jax.numpy as jnp  # noqa: E402
 from bench.kernel import FULL  # noqa: E402
 from bench.kernel_predict import layer_fn  # noqa: E402
 
-CI_CASES = ("xl2_256px_local", "layer_4k_global", "layer_1k_local")  # tile; rows of one channel; rows of 8
+# the stencil (local); paired scans in the tile layout, and in the rows layout of one channel
+CI_CASES = ("xl2_256px_local", "xl2_256px_global", "layer_4k_global")
 
 
 def model_steps(compute_dtype):
@@ -44,7 +45,8 @@ def model_steps(compute_dtype):
   from gspn_jax.train_state import learning_rate_fn, make_optimizer
   from tests.test_train import tiny_config
 
-  c = tiny_config(compute_dtype=compute_dtype, **{"model.kwargs.depth": 1})  # every kernel variant, fewest layers
+  # depth 2: a local block (the stencil) and a global one (paired scans), the fewest layers with both
+  c = tiny_config(compute_dtype=compute_dtype, **{"model.kwargs.depth": 2})
   c.model.kwargs.scan_impl = "triton"
   c.mesh.data, c.mesh.fsdp = 2, 1
   mesh = sharding.make_mesh(c.mesh)

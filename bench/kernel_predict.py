@@ -34,10 +34,17 @@ Minimum bytes with N = B*H*W*D elements: forward x, the 24 projected channels gr
 y once: 26 N; forward + backward (y only summed) x, the projection, then x, dy and the
 projection read, dx and the 24 projection gradients written: 76 N. With channel-shared
 gates (G per group, g = G/D) the 12 gate slots are g wide: 14 + 12g and 40 + 36g (the
-kernels write per-channel gate gradients, which XLA sums: 12 (1 - g) N above that minimum). Time = the larger of bytes / 3.0 TB/s and a latency
-bound: each program waits one dependent memory round trip per scan step and line tile
-(two scans per program in a paired forward, four in its backward), in waves of 132 SMs x
-resident programs per SM (from ptxas's register count).
+kernels write per-channel gate gradients, which XLA sums: 12 (1 - g) N above that minimum).
+The stencil launches (segments of at most two steps, kernels/gspn_stencil_triton.py) are
+counted by stencil_bytes: every image-sized operand and result once, whole sectors, their
+neighbour reads L2 hits while the resident programs span a program's neighbouring rows.
+Time = the largest of three bounds: bytes / 3.0 TB/s; latency: each program waits one
+dependent memory round trip per scan step and line tile (two scans per program in a
+paired forward, four in its backward; one for a stencil program), in waves of 132 SMs x
+resident programs per SM (from ptxas's register count); issue: the SASS instructions the
+threads execute (the innermost loop x its trips, or a loop-free kernel's expected count:
+kernels/audit.py) at one warp instruction per scheduler and clock (4 per SM, 1.98 GHz),
+a peak no kernel reaches, so a floor.
 Every figure is predicted, not measured.
 """
 
@@ -54,6 +61,7 @@ H100_SMS = 132
 REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 H100_L2_BYTES = 50 * 2 ** 20
+H100_CLOCK = 1.98e9  # boost clock; 4 schedulers per SM issue one warp instruction per clock at most
 ROUND_TRIP_S = 1.0e-6  # one dependent global load + barrier per step, HBM latency ~0.6-0.8 us
 NOT_COUNTED = ("stablehlo.custom_call", "func.return", "func.call", "func.func", "stablehlo.constant",
                "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.dot_general",
@@ -125,6 +133,33 @@ def _paired(call):
   return call["kernel"].startswith("gspn_pair")
 
 
+def _stencil(call):
+  return call["kernel"].startswith("gspn_stencil")
+
+
+# The stencil's neighbour reads in C-channel units per pixel: forward, on the second steps
+# (half the pixels of each of 4 groups) x and lam at three line neighbours; the backward adds,
+# on the first steps, the successor's u, dy and three gates at three neighbours.
+STENCIL_AGAIN = {"fwd": 12, "bwd": 12 + 30}
+
+
+def stencil_bytes(call, shape, size, programs, resident):
+  """HBM bytes of one stencil launch (kernels/gspn_stencil_triton.py): every image-shaped
+  operand and result once at its full width (x, the projection, y; with dy, dx and the
+  projection gradients), whole sectors (a pixel's channel blocks run as adjacent programs
+  and share their border sectors in L2). Its neighbour reads (STENCIL_AGAIN) are L2 hits
+  when the programs resident at once span the rows above and below a program's
+  (`halo_resident`), else charged as HBM traffic."""
+  images = [t for t in call["operand_shapes"] + call["result_shapes"]
+            if t.startswith("tensor<" + "x".join(map(str, shape[:3])) + "x")]
+  once = sum(_bytes(t) for t in images)
+  meta = layout.stencil_geometry(shape, 2)[0]
+  rows_apart = -(-meta["W"] // meta["BLOCK_P"]) * -(-meta["C"] // meta["BLOCK_C"])  # programs in launch order
+  halo_resident = programs <= resident or 2 * rows_apart <= resident
+  again = STENCIL_AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"] * math.prod(shape) * size
+  return once, again, halo_resident
+
+
 # A paired launch's accesses beyond each operand and result once, in C-channel widths:
 # (x-like, projection slots). Forward: the second pass re-reads x, reads and rewrites y.
 # Backward, per pass pair (recompute h, adjoint) of two groups: x read 4x, h written 2x and
@@ -169,18 +204,31 @@ def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_ste
 
 
 def measure(lowered, shape, chunk, size, gates=None):
-  """(bytes, latency seconds, gate copies, per-kernel figures) of one lowered module."""
+  """(bytes, latency seconds, issue seconds, gate copies, per-kernel figures) of one lowered module."""
   metas = [layout.geometry(shape, d, chunk)[0] for d in layout.DIRECTIONS]
   meta = metas[0]
-  moved, latency, programs = 0.0, 0.0, {}
+  moved, latency, issue, programs = 0.0, 0.0, 0.0, {}
   for i, call in enumerate(audit.triton_calls(lowered)):
-    stats, _ = audit.assemble(call["ptx"], call["compute_capability"])
+    stats, sass = audit.assemble(call["ptx"], call["compute_capability"])
     n = math.prod(call["grid"])
+    if _stencil(call):  # one step per program, no scan
+      t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, 1, 1)
+      once, again, halo_resident = stencil_bytes(call, shape, size, n, H100_SMS * per_sm)
+      latency += t
+      issue += issue_time(n * call["num_warps"] * audit.expected_instructions(sass))
+      moved += once + (0.0 if halo_resident else again)
+      programs[f"{i}:{call['kernel']}"] = {
+          "kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
+          "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once, "re_read_bytes": again,
+          "halo_resident": halo_resident}
+      continue
     passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
     widen = call["kernel"].startswith("gspn_pair_fwd") or (  # kernels/core_op.py: the paired launches' tiles
         call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
     tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, widen=widen)[0]["BLOCK_L"])
     t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
+    loop = audit.innermost_loop(sass)
+    issue += issue_time(n * call["num_warps"] * loop["instructions"] * passes * meta["CHUNK"] * tiles)
     once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=n <= H100_SMS * per_sm, gates=gates)
     latency += t
     row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
@@ -193,7 +241,12 @@ def measure(lowered, shape, chunk, size, gates=None):
       once += 0.0 if row["re_reads_in_l2"] else again
     moved += once
     programs[f"{i}:{call['kernel']}"] = row
-  return moved + xla_op_bytes(lowered, shape), latency, len(audit.copied_operands(lowered)), programs
+  return moved + xla_op_bytes(lowered, shape), latency, issue, len(audit.copied_operands(lowered)), programs
+
+
+def issue_time(warp_instructions):
+  """Seconds to issue this many warp instructions at the H100's peak rate (a floor)."""
+  return warp_instructions / (H100_SMS * 4 * H100_CLOCK)
 
 
 def min_bytes(n, g=1.0):
@@ -211,10 +264,13 @@ def predict_case(name, shape, chunk, dtype, version="v2", gate_channels=None):
   for what, grad in (("fwd", False), ("fwd_bwd", True)):
     fn, avals = layer_fn(shape, chunk, dtype, version, grad, gate_channels)
     lowered = audit.lower_for_cuda(fn, *avals, compute_capability=90)
-    moved, latency, copies, programs = measure(lowered, shape, chunk, size, gate_channels)
-    t = max(moved / H100_BANDWIDTH, latency)
+    moved, latency, issue, copies, programs = measure(lowered, shape, chunk, size, gate_channels)
+    bounds = {"bandwidth": moved / H100_BANDWIDTH, "latency": latency, "issue": issue}
+    t = max(bounds.values())
     out.update({f"bytes_{what}": moved, f"bytes_over_min_{what}": round(moved / out[f"min_bytes_{what}"], 3),
                 f"gate_copies_{what}": copies, f"predicted_{what}_ms": round(1e3 * t, 4),
+                f"predicted_{what}_bound": max(bounds, key=bounds.get),
+                f"predicted_{what}_issue_ms": round(1e3 * issue, 4),
                 f"predicted_{what}_bandwidth_fraction": round(out[f"min_bytes_{what}"] / t / H100_BANDWIDTH, 3),
                 f"kernels_{what}": programs})
   return out

@@ -155,6 +155,27 @@ def innermost_loop(sass):
           "shuffles": sum("SHFL" in t for t in body)}
 
 
+def expected_instructions(sass):
+  """Instructions a thread executes on average in a loop-free kernel whose conditional
+  branches are uniform per program and each taken by half the programs (the stencil's
+  first- or second-step branch per group): reach probabilities along the branches."""
+  code = [(int(a, 16), text.strip()) for a, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+  index = {a: i for i, (a, _) in enumerate(code)}
+  reach = [1.0] + [0.0] * len(code)
+  for i, (_, text) in enumerate(code):
+    p, m = reach[i], re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+    if p and m:
+      if index[int(m.group(1), 16)] <= i:
+        raise ValueError("a loop: use innermost_loop")
+      taken = p / 2 if text.startswith("@") else p
+      reach[index[int(m.group(1), 16)]] += taken
+      p -= taken
+    elif "EXIT" in text.split() and not text.startswith("@"):
+      p = 0.0
+    reach[i + 1] += p
+  return sum(reach[:len(code)])
+
+
 def _tensors(ir_text):
   return [(tuple(int(d) for d in dims.split("x")), layout)
           for dims, layout in re.findall(r"tensor<((?:\d+x)+)(?:f32|bf16|f16)(?:, (#[\w]+))?>", ir_text)
@@ -228,7 +249,9 @@ def audit(call):
   if _body(ptx) != _body(call["ptx"]):
     raise AssertionError(f"{call['kernel']}: recompiling its TTIR gave different PTX; the TTGIR would not be its own")
   row = {k: v for k, v in call.items() if k not in ("ptx", "ttir")}
+  # a loop-free kernel (the stencil: one step per pixel) is charged what a thread executes
+  steps = loop["instructions"] if loop else expected_instructions(sass)
   row.update(stats, tile_elements=tile_elements(call["ttir"]), loop=loop,
-             sass_per_element_step=None if loop is None else round(loop["instructions"] / per_thread, 1),
+             sass_per_element_step=round(steps / per_thread, 1),
              replicated_warps=[f"{s} {n}" for s, n in replicated_warps(ttgir)])
   return row

@@ -15,6 +15,10 @@ then the adjoint takes the layer's dy through the epilogue (dh = m[k] u dy) and 
 groups run both in one launch as the forward does (two launches per layer), others take
 two launches per group. XLA only runs the dW and dxp GEMMs on the gradients (dW in the
 weights' own column order).
+Where no segment is longer than two steps (chunk 1 or 2 on both axes: GSPN's local
+blocks) the layer is a stencil (kernels/gspn_stencil_triton.py): one launch forward, one
+backward, which writes dx and all 24 projection gradients as one group-major array, so XLA
+runs one dW and one dxp GEMM.
 Each launch runs per device shard of a batch-sharded mesh (H and W are never split).
 
 Channel-shared gates (w of width 12G + 12D, G < D gate channels per group): a group's
@@ -31,7 +35,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from kernels import gspn_layer_triton as core_kernels
-from kernels import gspn_pair_triton, gspn_triton, layout
+from kernels import gspn_pair_triton, gspn_stencil_triton, gspn_triton, layout
 from kernels.launch import launch
 
 GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")  # as gspn_jax.ops.core
@@ -47,13 +51,29 @@ def _gates(d, width):
   return width // 12 - d
 
 
-def _project(xp, w, dtype, d):
-  """p in group-major channel order: w's columns [slot i, group k] reordered to [k, i]."""
+def _group_major(w, d, expand=False):
+  """w's columns [slot i, group k] reordered to [k, i] (layout.core_offsets); expand:
+  each shared gate's column repeated for its D/G channels (the per-channel gate gradients)."""
   r, g = w.shape[0], _gates(d, w.shape[1])
-  gates = w[:, :12 * g].reshape(r, 3, 4, g).transpose(0, 2, 1, 3).reshape(r, 4, 3 * g)
-  rest = w[:, 12 * g:].reshape(r, 3, 4, d).transpose(0, 2, 1, 3).reshape(r, 4, 3 * d)
-  w = jnp.concatenate([gates, rest], axis=2).reshape(r, 12 * (g + d))
-  return jnp.dot(xp, w.astype(dtype))
+  gates, rest = w[:, :12 * g].reshape(r, 3, 4, g), w[:, 12 * g:].reshape(r, 3, 4, d)
+  if expand:
+    gates = jnp.repeat(gates, d // g, axis=3)
+  slots = lambda a: a.transpose(0, 2, 1, 3).reshape(r, 4, -1)  # [group, slot, channel]
+  return jnp.concatenate([slots(gates), slots(rest)], axis=2).reshape(r, -1)
+
+
+def _released(dw, d, g):
+  """dW in w's own column order from its group-major, per-channel (R, 24D) form:
+  the inverse of _group_major(expand=True), shared gates summed over their channels."""
+  r = dw.shape[0]
+  dw = dw.reshape(r, 4, 6, d).transpose(0, 2, 1, 3)  # [slot, group, channel]
+  gates = dw[:, :3].reshape(r, 3, 4, g, d // g).sum(-1).reshape(r, 12 * g)
+  return jnp.concatenate([gates, dw[:, 3:].reshape(r, 12 * d)], axis=1)
+
+
+def _project(xp, w, dtype, d):
+  """p in group-major channel order."""
+  return jnp.dot(xp, _group_major(w, d).astype(dtype))
 
 
 def _sharded(fn, *arrays):
@@ -88,6 +108,9 @@ def _core(x, xp, w, m, chunk, compute_capability, interpret):
 def _forward(x, xp, w, m, chunk, compute_capability, interpret):
   p = _project(xp, w, x.dtype, x.shape[-1])
   m = m.astype(x.dtype)
+  if layout.stencil_chunks(x.shape, chunk):
+    fn = functools.partial(_stencil, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+    return _sharded(fn, x, p, m)
   y = None
   for k in (0, 1):  # groups k and k + 2 scan one axis, forward and in reverse
     acc = () if y is None else (y,)
@@ -118,12 +141,38 @@ def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
                 OFF_NEXT=p.shape[-1] // 2, GROUP=k, **_shared(x, p))[0]
 
 
+def _stencil(x, p, m, *dy, chunk, compute_capability, interpret):
+  """The whole layer in one launch (segments of at most two steps): y, or with dy its
+  backward: dx, dp (24D channels, group-major, per-channel gates), dm's per-program sums."""
+  meta, grid, num_warps = layout.stencil_geometry(x.shape, chunk)
+  like = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  opts = dict(interpret=interpret, compute_capability=compute_capability, G=_gates(x.shape[-1], p.shape[-1]),
+              **_shared(x, p))
+  if not dy:
+    return launch(gspn_stencil_triton.STENCIL_FORWARD, (x, p, m), [like], 0, meta, grid, num_warps, **opts)[0]
+  outs = [like, jax.ShapeDtypeStruct((*x.shape[:3], 24 * x.shape[-1]), x.dtype),
+          jax.ShapeDtypeStruct((grid[0], 1, 1, 4), "float32")]
+  return launch(gspn_stencil_triton.STENCIL_BACKWARD, (x, p, m, *dy), outs, 0, meta, grid, num_warps, **opts)
+
+
+def _stencil_bwd(x, xp, w, m, dy, chunk, compute_capability, interpret):
+  d = x.shape[-1]
+  p = _project(xp, w, x.dtype, d)
+  fn = functools.partial(_stencil, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+  dx, dp, dm = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype))
+  dw = jnp.einsum("bhwr,bhwc->rc", xp, dp, preferred_element_type=jnp.float32)
+  dxp = jnp.dot(dp, _group_major(w, d, expand=True).astype(x.dtype).T, preferred_element_type=jnp.float32)
+  dw = _released(dw, d, _gates(d, w.shape[1]))
+  return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.sum(dm, axis=(0, 1, 2)).astype(m.dtype)
+
+
 def _pair_warps(meta, num_warps, backward, compute_capability):
   """A paired launch's warps (drops meta's REVERSE: the kernels run both). Chosen by the
   compiler audit (bench/kernel_audit.py): at the others ptxas spills a few bytes of these
   two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 2048; on
   sm_80 the backward's at 4 warps on 1024-element tiles and the rows backward (fp32) at
-  4 and 8 warps, so sm_80 gives those backwards twice the warps."""
+  4 and 8 warps, so sm_80 gives those backwards twice the warps; its tile backward at
+  2 warps on a 64-element tile (the digits model's 4 x 4 tokens), so that one runs on 1."""
   meta.pop("REVERSE")
   elements = meta["BLOCK_L"] * meta["BLOCK_C"]
   sm80 = backward and _capability(compute_capability) < 90
@@ -131,7 +180,9 @@ def _pair_warps(meta, num_warps, backward, compute_capability):
     return (elements // 32 if sm80 else elements // 64) if elements >= 512 else num_warps
   if not backward and meta["BLOCK_C"] >= 8 and elements >= 1024:
     return 8 if elements == 1024 else 4
-  return 8 if sm80 and elements == 1024 else num_warps
+  if sm80 and elements in (64, 1024):
+    return 8 if elements == 1024 else 1
+  return num_warps
 
 
 def _capability(compute_capability):
@@ -189,6 +240,8 @@ def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
 
 def _bwd(chunk, compute_capability, interpret, residuals, dy):
   x, xp, w, m = residuals
+  if layout.stencil_chunks(x.shape, chunk):
+    return _stencil_bwd(x, xp, w, m, dy, chunk, compute_capability, interpret)
   d = x.shape[-1]
   gates = _gates(d, w.shape[1])
   p = _project(xp, w, x.dtype, d)

@@ -10,7 +10,8 @@ shrinks (to one channel) while the grid has fewer programs than an H100 has SMs:
 global scan of one high-resolution map otherwise runs as one program. Such programs
 walk their lines in 2 x ROWS_TILE tiles in the paired forward (and backward, up to
 1K lines); siblings read the other channels of the same sectors in the same step (L2
-hits, bench/kernel_predict.py).
+hits, bench/kernel_predict.py). A layer whose segments are at most two steps long is a
+stencil instead (stencil_geometry: blocks of pixels of one parity class x channels).
 """
 
 DIRECTIONS = ("lr", "rl", "tb", "bt")
@@ -92,3 +93,26 @@ def core_offsets(d, group, gates=None):
 def state_size(meta, grid, rows):
   """fp32 elements of the rows layout's state: 2 slots x `rows` rows per program."""
   return grid[0] * grid[1] * 2 * rows * meta["ROW"]
+
+
+STENCIL_ELEMENTS = 512  # pixels x channels per stencil program (4 warps, 4 per thread)
+STENCIL_BLOCK_C = 32  # 64 B of bf16 per pixel and slot: whole 32-byte sectors
+
+
+def stencil_chunks(shape, chunk):
+  """(segment length along W, along H) where both are at most 2 (the layer is then a
+  stencil: kernels/gspn_stencil_triton.py), else None."""
+  h, w = shape[1:3]
+  n = tuple(s if chunk is None else min(chunk, s) for s in (w, h))
+  return n if max(n) <= 2 else None
+
+
+def stencil_geometry(shape, chunk):
+  """(constexpr kwargs incl. KERNEL, grid, num_warps) of the stencil kernels."""
+  b, h, w, c = shape
+  block_c = min(next_pow2(c), STENCIL_BLOCK_C)
+  block_p = max(1, STENCIL_ELEMENTS // block_c)
+  chunk_w, chunk_h = stencil_chunks(shape, chunk)
+  meta = dict(KERNEL="stencil", H=h, W=w, C=c, CHUNK_W=chunk_w, CHUNK_H=chunk_h, BLOCK_P=block_p, BLOCK_C=block_c)
+  pixel_blocks = -(-((h + 1) // 2 * ((w + 1) // 2)) // block_p)  # per parity class (row, column)
+  return meta, (b * 4 * pixel_blocks * -(-c // block_c),), max(1, min(4, block_p * block_c // 128))

@@ -101,6 +101,8 @@ def core_case(shape, chunk, dtype, seed=0, gates=None):
   f32 = lambda a: np.asarray(a.astype(jnp.float32))
   layouts = {layout.geometry(shape, dr, chunk)[0]["KERNEL"] for dr in layout.DIRECTIONS}
   paired = [core_op._paired(shape, dr, chunk) for dr in ("lr", "tb")]  # one launch for lr + rl, for tb + bt
+  if layout.stencil_chunks(shape, chunk):  # the whole layer in one launch
+    layouts, paired = {"stencil"}, None
   return {"op": "gspn_core", "shape": shape, "layout": "+".join(sorted(layouts)), "chunk": chunk, "paired": paired,
           "gates": gates, "dtype": str(jnp.dtype(dtype)), "fwd": rel_err(f32(y_t), f32(y_r)),
           "bwd": max(rel_err(f32(a), f32(b)) for a, b in zip(g_t, g_r))}
@@ -124,17 +126,23 @@ def main():
     shape = (2, 5, 300, 3) if direction == "bt" else (2, 300, 5, 3)
     results.append(case(shape, direction, None, True, jnp.dtype(dtype), seed=6, rows_tile=128,
                         min_programs=layout.MIN_PROGRAMS))
-  # a whole GSPN layer: four directions from the fused forward and the backward, odd sizes
-  # (lines of 33 along H take the rows layout, those of 3 along W the tile layout); an axis
+  # a whole GSPN layer: four directions from the fused forward and the backward, odd sizes.
+  # Segments of at most two steps make it a stencil (one launch each way): odd H, a partial
+  # pixel block, two channel blocks, chunk 1, a global scan over 2 x 2, bf16. Longer ones scan:
+  # lines of 33 along H take the rows layout, those of 3 along W the tile layout; an axis
   # whose length divides by the chunk runs its two groups in one launch, else one each
-  for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 5, 7, 3), 1, jnp.float32),
+  for shape, chunk, dtype in (((2, 5, 4, 3), 2, jnp.float32), ((1, 6, 5, 40), 2, jnp.float32),
+                              ((1, 5, 7, 3), 1, jnp.float32), ((1, 2, 2, 3), None, jnp.float32),
+                              ((2, 7, 5, 3), 2, jnp.bfloat16), ((2, 5, 6, 3), 3, jnp.float32),
                               ((2, 6, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), None, jnp.float32)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))
   # channel-shared gates. One triple per pixel and group (a [BLOCK_L, 1] gate column): lr + rl
   # paired in the rows layout (lines of 34), tb and bt alone in the tile layout (34 % 3 != 0).
-  # Two gates of two channels each in a 4-channel block (gates read per channel): tb + bt paired
+  # Two gates of two channels each (channels read their gate at c // 2): the stencil, and
+  # tb + bt paired in a 4-channel block
   results.append(core_case((1, 34, 3, 2), 3, jnp.dtype(jnp.float32), seed=6, gates=1))
   results.append(core_case((1, 4, 3, 4), 2, jnp.dtype(jnp.float32), seed=7, gates=2))
+  results.append(core_case((1, 6, 4, 4), 3, jnp.dtype(jnp.float32), seed=8, gates=2))
   json.dump(results, sys.stdout)
 
 

@@ -23,8 +23,11 @@ def report():
 def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
   seen = {(r["case"], r["dtype"], r["compute_capability"], r["kernel"]) for r in report if "mesh_devices" in r}
   for dtype, cc in (("float32", 90), ("bfloat16", 80)):  # the H100 and the A100
-    assert {("train_step", dtype, cc, f"gspn_pair_{k}_kernel") for k in ("fwd", "fwd_acc", "bwd", "bwd_acc")} <= seen
-  assert ("sampling_step", "bfloat16", 90, "gspn_pair_fwd_acc_kernel") in seen
+    # a global block's paired scans and a local block's stencil, forward and backward
+    kernels = [f"gspn_pair_{k}_kernel" for k in ("fwd", "fwd_acc", "bwd", "bwd_acc")] + [
+        f"gspn_stencil_{k}_kernel" for k in ("fwd", "bwd")]
+    assert {("train_step", dtype, cc, k) for k in kernels} <= seen
+  assert {("sampling_step", "bfloat16", 90, k) for k in ("gspn_pair_fwd_acc_kernel", "gspn_stencil_fwd_kernel")} <= seen
   for r in report:
     if "mesh_devices" in r:  # the kernels see one device's half of the batch (tiny_config: 16 images, 4 sampled)
       batch = int(r["operand_shapes"][0].split("<")[1].split("x")[0])
@@ -35,7 +38,8 @@ def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
 def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
   bench = [r for r in report if "mesh_devices" not in r]
   kernels = {f"gspn_pair_{k}{layout}_kernel" for k in ("fwd", "fwd_acc", "bwd", "bwd_acc") for layout in ("", "_rows")}
-  assert {r["kernel"] for r in bench} == kernels  # a GSPN layer at one shape per layout class (axes paired)
+  kernels |= {"gspn_stencil_fwd_kernel", "gspn_stencil_bwd_kernel"}
+  assert {r["kernel"] for r in bench} == kernels  # a GSPN layer at one shape per layout class
   for r in bench:
     assert r["gate_copies"] == 0, r
     assert r["spill_store_bytes"] == 0 and r["stack_bytes"] == 0, r
@@ -43,10 +47,10 @@ def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
     assert r["sass_per_element_step"] is not None, r
 
 
-def _lowered_layer(merge, value_and_grad=True, hw=(4, 5), gates=None):
+def _lowered_layer(merge, value_and_grad=True, hw=(6, 5), gates=None, chunk=3):
   """A bf16 GSPN layer (gspn_core, impl='triton') lowered for an H100, at a tiny shape whose
-  H divides by the chunk (tb and bt in one launch) and W does not (lr and rl one each).
-  gates: channel-shared gates (gate_channels)."""
+  H divides by the chunk (tb and bt in one launch) and W does not (lr and rl one each);
+  chunk 2: the stencil. gates: channel-shared gates (gate_channels)."""
   import jax.numpy as jnp
 
   from gspn_jax.ops import gspn_core
@@ -57,7 +61,7 @@ def _lowered_layer(merge, value_and_grad=True, hw=(4, 5), gates=None):
            jax.ShapeDtypeStruct((r, 12 * (gates or d)), jnp.float32),
            *[jax.ShapeDtypeStruct((r, 4 * d), jnp.float32)] * 3,
            jax.ShapeDtypeStruct((4,), jnp.float32))
-  layer = lambda *a: gspn_core(*a, chunk=2, merge=merge, impl="triton", gate_channels=gates)
+  layer = lambda *a: gspn_core(*a, chunk=chunk, merge=merge, impl="triton", gate_channels=gates)
   loss = lambda *a: jnp.sum(layer(*a).astype(jnp.float32))
   fn = jax.value_and_grad(loss, argnums=range(7)) if value_and_grad else layer
   return audit.lower_for_cuda(jax.jit(fn), *avals, compute_capability=90)
@@ -78,6 +82,18 @@ def test_layer_kernels_read_the_projections_in_place():
   assert {op for _, _, op in released} == {"stablehlo.concatenate", "stablehlo.slice"}
 
 
+def test_stencil_is_one_launch_each_way_on_the_projection_in_place():
+  from kernels import audit
+
+  lowered = _lowered_layer("aligned", hw=(4, 5), chunk=2)
+  calls = audit.triton_calls(lowered)
+  assert [c["kernel"] for c in calls] == ["gspn_stencil_fwd_kernel", "gspn_stencil_bwd_kernel"]
+  assert audit.copied_operands(lowered) == []
+  assert calls[0]["operand_shapes"][1].startswith("tensor<2x4x5x384x"), calls[0]["operand_shapes"]
+  # the backward: dx, the 24 projection gradients as one group-major array, dm's per-program sums
+  assert [t.split("<")[1].rsplit("x", 1)[0] for t in calls[1]["result_shapes"][:2]] == ["2x4x5x16", "2x4x5x384"]
+
+
 def test_layer_forward_never_stores_h():
   from kernels import audit
 
@@ -88,7 +104,7 @@ def test_layer_forward_never_stores_h():
   assert all(len(c["result_shapes"]) == 1 for c in calls)
   assert all(c["operand_shapes"][-1] == c["result_shapes"][0] for c in calls[1:])
   # the pair reads the projection once as one 24D-wide operand (both groups' six slots in place)
-  assert calls[2]["operand_shapes"][1].startswith("tensor<2x4x5x384x"), calls[2]["operand_shapes"]
+  assert calls[2]["operand_shapes"][1].startswith("tensor<2x6x5x384x"), calls[2]["operand_shapes"]
 
 
 def test_shared_gates_are_read_in_place_without_a_broadcast_copy():
@@ -96,13 +112,15 @@ def test_shared_gates_are_read_in_place_without_a_broadcast_copy():
 
   lowered = _lowered_layer("aligned", gates=1)  # forward and backward
   assert len(audit.triton_calls(lowered)) == 8 and audit.copied_operands(lowered) == []
+  stencil = _lowered_layer("aligned", gates=1, hw=(4, 5), chunk=2)
+  assert len(audit.triton_calls(stencil)) == 2 and audit.copied_operands(stencil) == []
   forward = _lowered_layer("aligned", value_and_grad=False, gates=1)
   calls = audit.triton_calls(forward)
   # the projection: one gate triple + lam, u, d (16 channels each) per group, 4 x (3 + 48) channels
-  assert calls[2]["operand_shapes"][1].startswith("tensor<2x4x5x204x"), calls[2]["operand_shapes"]
+  assert calls[2]["operand_shapes"][1].startswith("tensor<2x6x5x204x"), calls[2]["operand_shapes"]
   # nothing image-sized is broadcast in the forward: no per-channel gate exists outside the kernels
   image_broadcasts = [line for line in forward.as_text().splitlines()
-                      if "stablehlo.broadcast_in_dim" in line and "-> tensor<2x4x5x" in line]
+                      if "stablehlo.broadcast_in_dim" in line and "-> tensor<2x6x5x" in line]
   assert image_broadcasts == [], image_broadcasts
 
 

@@ -36,10 +36,15 @@ def test_interpreter_runs_every_direction_chunk_and_normalisation(interpreter_re
 def test_fused_gspn_layer_matches_the_reference(interpreter_report):
   # the in-place reads, the u h + d x epilogue and merge, the recomputing backward; x's dtype
   core = [r for r in interpreter_report if r.get("op") == "gspn_core"]
-  assert {r["chunk"] for r in core} == {1, 2, 3, None} and {r["layout"] for r in core} == {"tile", "rows+tile"}
-  # both axes' groups paired in one launch (tile and rows layouts, mirrored segments), and alone
-  assert {tuple(r["paired"]) for r in core} == {(True, False), (True, True), (False, True)}
-  assert any(r["layout"] == "rows+tile" and r["paired"] == [True, True] for r in core)
+  assert {r["chunk"] for r in core} == {1, 2, 3, None}
+  assert {r["layout"] for r in core} == {"stencil", "tile", "rows+tile"}
+  # segments of at most two steps: the stencil (chunk 1 and 2, a global scan over 2 x 2, bf16)
+  stencil = [r for r in core if r["layout"] == "stencil"]
+  assert {r["chunk"] for r in stencil} == {1, 2, None} and {r["dtype"] for r in stencil} == {"float32", "bfloat16"}
+  # longer ones: both axes' groups paired in one launch (tile and rows layouts, mirrored segments), and alone
+  scans = [r for r in core if r["layout"] != "stencil"]
+  assert {tuple(r["paired"]) for r in scans} == {(True, False), (True, True), (False, True)}
+  assert any(r["layout"] == "rows+tile" and r["paired"] == [True, True] for r in scans)
   for r in core:
     if r["dtype"] == "float32":
       assert r["fwd"] < 1e-5 and r["bwd"] < 1e-5, r
@@ -49,11 +54,11 @@ def test_fused_gspn_layer_matches_the_reference(interpreter_report):
 
 def test_fused_gspn_layer_with_shared_gates_matches_the_reference(interpreter_report):
   # G = 1: one gate column per pixel and group (both layouts, paired and single launches);
-  # G = D/2: channels read their gate at c // 2 within a channel block
-  shared = {r["gates"]: r for r in interpreter_report if r.get("op") == "gspn_core" and r["gates"] is not None}
-  assert shared[1]["paired"] == [True, False] and shared[1]["layout"] == "rows+tile", shared
-  assert shared[2]["paired"] == [False, True] and shared[2]["shape"][-1] == 4, shared
-  for r in shared.values():
+  # G = D/2: channels read their gate at c // 2, in the stencil and in a paired scan
+  shared = [r for r in interpreter_report if r.get("op") == "gspn_core" and r["gates"] is not None]
+  assert [(r["gates"], r["layout"], r["paired"]) for r in shared] == [
+      (1, "rows+tile", [True, False]), (2, "stencil", None), (2, "tile", [False, True])], shared
+  for r in shared:
     assert r["fwd"] < 1e-5 and r["bwd"] < 1e-5, r
 
 

@@ -1,0 +1,223 @@
+"""A GSPN layer in one launch where no segment is longer than two steps (chunk 1 or 2:
+GSPN's local blocks), forward and backward (kernels/core_op.py).
+
+In a two-step segment the first step's state is h = lam x and the second's is
+h = lam x + gl h'[l - 1] + gc h'[l] + gr h'[l + 1], h' = lam x of the first step at the
+three line neighbours. So the four scans are a stencil: each pixel's output comes from
+its own x and 24 projection slots and its neighbours' x and lam, with no state carried
+from step to step, no barrier and no scan order. It reads x and the projection once,
+the neighbours' from L1/L2, and writes y = sum_k m[k] (u h + d x) once: 26 N bytes, the
+layer's minimum.
+
+The backward, from dy: a second step's g = dL/dh = m u dy; a first step's adds its
+successor step's transposed operator, gc g[l] + gl g[l + 1] + gr g[l - 1] with the
+successor's gates and g (m u dy again) at those pixels. It writes dx, the 24 projection
+gradients in p's group-major order as one array (XLA then runs one dW and one dxp GEMM)
+and dm's per-program sums. Gate gradients are per channel: with channel-shared gates the
+caller sums them over the sharing channels.
+
+A program owns BLOCK_C channels of BLOCK_P pixels of one parity class (even or odd row,
+even or odd column) of one image, so for each group its pixels are all first or all
+second steps: one branch per group and program, not both per pixel. Channel blocks, then
+the four classes, are the fastest-varying programs: the programs that share a sector (a
+pixel's channel blocks, a pair of pixels of two classes) or read each other's pixels as
+neighbours run at the same time, and those reads are L2 hits.
+
+Group k scans lr, tb, rl, bt (k = 0..3); its six slots sit at OFF = k (3G + 3C) in p
+(layout.core_offsets), at k 6C in the gradient array.
+"""
+
+import triton
+import triton.language as tl
+
+from kernels.gspn_triton import _prologue
+
+
+@triton.jit
+def _program(H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+  """The program's pixels ([BLOCK_P, 1]: flat index, row, column), its class's row and
+  column parity (scalars), channels ([1, BLOCK_C]) and mask."""
+  channel_blocks: tl.constexpr = (C + BLOCK_C - 1) // BLOCK_C
+  half_w: tl.constexpr = (W + 1) // 2
+  pixel_blocks: tl.constexpr = ((H + 1) // 2 * half_w + BLOCK_P - 1) // BLOCK_P
+  rest = tl.program_id(0) // channel_blocks
+  row_parity, col_parity = rest // 2 % 2, rest % 2
+  q = rest // 4 % pixel_blocks * BLOCK_P + tl.arange(0, BLOCK_P)[:, None]
+  row, col = 2 * (q // half_w) + row_parity, 2 * (q % half_w) + col_parity
+  pix = (rest // 4 // pixel_blocks).to(tl.int64) * (H * W) + row * W + col
+  c = tl.program_id(0) % channel_blocks * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+  return pix, row, col, row_parity, col_parity, c, (row < H) & (col < W) & (c < C)
+
+
+@triton.jit
+def _second(parity, S: tl.constexpr, REVERSE: tl.constexpr):
+  """Whether the pixels of this scan-axis parity are second steps (segments of two steps
+  counted from the scan's start)."""
+  if REVERSE:
+    parity = S - 1 - parity
+  return parity % 2 == 1
+
+
+@triton.jit
+def _gates(gq, ok, has_up, has_dn, G: tl.constexpr):
+  """Normalised gates at gate pointers gq (gl; gc and gr G channels on), with their
+  sigmoids and 1/sum for the Jacobian (gspn_triton._prologue)."""
+  gl = tl.load(gq, mask=ok, other=0.0).to(tl.float32)
+  gc = tl.load(gq + G, mask=ok, other=0.0).to(tl.float32)
+  gr = tl.load(gq + 2 * G, mask=ok, other=0.0).to(tl.float32)
+  return _prologue(gl, gc, gr, ok, has_up.to(tl.float32), has_dn.to(tl.float32), True)
+
+
+@triton.jit
+def _state(xq, pq, ok, NB: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr, OFF_LAM: tl.constexpr):
+  """A first step's h = lam x NB pixels away where ok, else 0."""
+  x = tl.load(xq + NB * C, mask=ok, other=0.0).to(tl.float32)
+  return x * tl.load(pq + (NB * PITCH + OFF_LAM), mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _propagated(xq, pq, gq, mask, line, L: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr, C: tl.constexpr,
+                PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr):
+  """A second step's gl h'[l - 1] + gc h'[l] + gr h'[l + 1], the three h' and its gates:
+  BACK pixels to the previous step, LSTEP to the next line index."""
+  has_up, has_dn = line >= 1, line < L - 1
+  up = _state(xq, pq, mask & has_up, BACK - LSTEP, C, PITCH, OFF + 3 * G)
+  mid = _state(xq, pq, mask, BACK, C, PITCH, OFF + 3 * G)
+  dn = _state(xq, pq, mask & has_dn, BACK + LSTEP, C, PITCH, OFF + 3 * G)
+  gl, gc, gr, sl, sc, sr, inv, act = _gates(gq + OFF, mask, has_up, has_dn, G)
+  return gl * up + gc * mid + gr * dn, up, mid, dn, gl, gc, gr, sl, sc, sr, inv, act
+
+
+@triton.jit
+def _slots(pq, mask, C: tl.constexpr, OFF_LAM: tl.constexpr):
+  lam = tl.load(pq + OFF_LAM, mask=mask, other=0.0).to(tl.float32)
+  u = tl.load(pq + (OFF_LAM + C), mask=mask, other=0.0).to(tl.float32)
+  return lam, u, tl.load(pq + (OFF_LAM + 2 * C), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _group_forward(xq, pq, gq, x, m, parity, line, mask, S: tl.constexpr, L: tl.constexpr, REVERSE: tl.constexpr,
+                   BACK: tl.constexpr, LSTEP: tl.constexpr, N: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr,
+                   OFF: tl.constexpr, G: tl.constexpr):
+  """m (u h + d x) of one group (N: its segment length, 1 or 2)."""
+  lam, u, d = _slots(pq, mask, C, OFF + 3 * G)
+  h = lam * x
+  if N == 2:
+    if _second(parity, S, REVERSE):
+      prop, _, _, _, _, _, _, _, _, _, _, _ = _propagated(xq, pq, gq, mask, line, L, BACK, LSTEP, C, PITCH, OFF, G)
+      h += prop
+  return m * (u * h + d * x)
+
+
+@triton.jit
+def _successor(pq, gq, dyq, ok, line, m, NB: tl.constexpr, L: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr,
+               OFF: tl.constexpr, G: tl.constexpr):
+  """The next step's normalised gates and g = m u dy NB pixels away (line index `line`)."""
+  u = tl.load(pq + (NB * PITCH + OFF + 3 * G + C), mask=ok, other=0.0).to(tl.float32)
+  dy = tl.load(dyq + NB * C, mask=ok, other=0.0).to(tl.float32)
+  gl, gc, gr, _, _, _, _, _ = _gates(gq + (NB * PITCH + OFF), ok, line >= 1, line < L - 1, G)
+  return gl, gc, gr, m * u * dy
+
+
+@triton.jit
+def _store(dq, mask, value, SLOT: tl.constexpr):
+  tl.store(dq + SLOT, value.to(dq.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, S: tl.constexpr, L: tl.constexpr,
+                    REVERSE: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr, N: tl.constexpr,
+                    C: tl.constexpr, PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr):
+  """One group's six projection gradients stored at dq (its slots, C apart), its dx and dm terms."""
+  lam, u, d = _slots(pq, mask, C, OFF + 3 * G)
+  h = lam * x
+  g = m * u * dy  # a second step's (and a segment's last) dL/dh
+  dgl = tl.zeros_like(g)  # the gates' logit gradients: zero on first steps (h' = 0 there)
+  dgc = tl.zeros_like(g)
+  dgr = tl.zeros_like(g)
+  if N == 2:
+    if _second(parity, S, REVERSE):
+      prop, up, mid, dn, gl, gc, gr, sl, sc, sr, inv, act = _propagated(xq, pq, gq, mask, line, L, BACK, LSTEP, C,
+                                                                        PITCH, OFF, G)
+      h += prop
+      dgl, dgc, dgr = g * up, g * mid, g * dn  # through the normalisation and the sigmoids
+      t = (dgl * gl + dgc * gc + dgr * gr) * act
+      dgl = (dgl - t * (line >= 1).to(tl.float32)) * inv * sl * (1.0 - sl)
+      dgc = (dgc - t) * inv * sc * (1.0 - sc)
+      dgr = (dgr - t * (line < L - 1).to(tl.float32)) * inv * sr * (1.0 - sr)
+    else:  # a first step gathers its successor's g: gr at l - 1, gc at l, gl at l + 1
+      if REVERSE:
+        ok = mask & (pos >= 1)
+      else:
+        ok = mask & (pos + 1 < S)
+      _, _, gr_up, g_up = _successor(pq, gq, dyq, ok & (line >= 1), line - 1, m, -BACK - LSTEP, L, C, PITCH, OFF, G)
+      _, gc_mid, _, g_mid = _successor(pq, gq, dyq, ok, line, m, -BACK, L, C, PITCH, OFF, G)
+      gl_dn, _, _, g_dn = _successor(pq, gq, dyq, ok & (line < L - 1), line + 1, m, -BACK + LSTEP, L, C, PITCH, OFF, G)
+      g += gr_up * g_up + gc_mid * g_mid + gl_dn * g_dn
+  _store(dq, mask, dgl, 0)
+  _store(dq, mask, dgc, C)
+  _store(dq, mask, dgr, 2 * C)
+  _store(dq, mask, x * g, 3 * C)
+  _store(dq, mask, m * dy * h, 4 * C)
+  _store(dq, mask, m * dy * x, 5 * C)
+  return lam * g + m * d * dy, tl.sum(tl.sum(tl.where(mask, dy * (u * h + d * x), 0.0), axis=1), axis=0)
+
+
+@triton.jit
+def gspn_stencil_fwd_kernel(x_ptr, p_ptr, m_ptr, y_ptr, H: tl.constexpr, W: tl.constexpr, C: tl.constexpr,
+                            CHUNK_W: tl.constexpr, CHUNK_H: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr, G: tl.constexpr, GATE_SHARE: tl.constexpr):
+  """y = sum_k m[k] (u h + d x) of a GSPN layer whose segments are CHUNK_W (along W) and
+  CHUNK_H (along H) steps long, 1 or 2; p is 12G + 12C channels wide, channel c reads
+  gate channel c // GATE_SHARE."""
+  PITCH: tl.constexpr = 12 * G + 12 * C
+  GROUP: tl.constexpr = 3 * G + 3 * C
+  pix, row, col, row_parity, col_parity, c, mask = _program(H, W, C, BLOCK_P, BLOCK_C)
+  xq, pq = x_ptr + pix * C + c, p_ptr + pix * PITCH + c
+  gq = p_ptr + pix * PITCH + c // GATE_SHARE
+  x = tl.load(xq, mask=mask, other=0.0).to(tl.float32)
+  y = _group_forward(xq, pq, gq, x, tl.load(m_ptr).to(tl.float32), col_parity, row, mask, W, H, False, -1, W,
+                     CHUNK_W, C, PITCH, 0, G)
+  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 1).to(tl.float32), row_parity, col, mask, H, W, False, -W, 1,
+                      CHUNK_H, C, PITCH, GROUP, G)
+  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 2).to(tl.float32), col_parity, row, mask, W, H, True, 1, W,
+                      CHUNK_W, C, PITCH, 2 * GROUP, G)
+  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 3).to(tl.float32), row_parity, col, mask, H, W, True, W, 1,
+                      CHUNK_H, C, PITCH, 3 * GROUP, G)
+  tl.store(y_ptr + pix * C + c, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def gspn_stencil_bwd_kernel(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dp_ptr, dm_ptr, H: tl.constexpr, W: tl.constexpr,
+                            C: tl.constexpr, CHUNK_W: tl.constexpr, CHUNK_H: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr, G: tl.constexpr, GATE_SHARE: tl.constexpr):
+  """dx, dp (24C channels, group-major, per-channel gates) and dm's per-program sums
+  (dm_ptr[program, k]) from the layer output's cotangent dy."""
+  PITCH: tl.constexpr = 12 * G + 12 * C
+  GROUP: tl.constexpr = 3 * G + 3 * C
+  pix, row, col, row_parity, col_parity, c, mask = _program(H, W, C, BLOCK_P, BLOCK_C)
+  xq, pq, dyq = x_ptr + pix * C + c, p_ptr + pix * PITCH + c, dy_ptr + pix * C + c
+  gq, dq = p_ptr + pix * PITCH + c // GATE_SHARE, dp_ptr + pix * (24 * C) + c
+  x = tl.load(xq, mask=mask, other=0.0).to(tl.float32)
+  dy = tl.load(dyq, mask=mask, other=0.0).to(tl.float32)
+  dm = dm_ptr + tl.program_id(0) * 4
+  dx, s = _group_backward(xq, pq, gq, dyq, dq, x, dy, tl.load(m_ptr).to(tl.float32), col_parity, col, row, mask, W,
+                          H, False, -1, W, CHUNK_W, C, PITCH, 0, G)
+  tl.store(dm, s)
+  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 6 * C, x, dy, tl.load(m_ptr + 1).to(tl.float32), row_parity, row,
+                           col, mask, H, W, False, -W, 1, CHUNK_H, C, PITCH, GROUP, G)
+  dx += dxk
+  tl.store(dm + 1, s)
+  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 12 * C, x, dy, tl.load(m_ptr + 2).to(tl.float32), col_parity, col,
+                           row, mask, W, H, True, 1, W, CHUNK_W, C, PITCH, 2 * GROUP, G)
+  dx += dxk
+  tl.store(dm + 2, s)
+  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 18 * C, x, dy, tl.load(m_ptr + 3).to(tl.float32), row_parity, row,
+                           col, mask, H, W, True, W, 1, CHUNK_H, C, PITCH, 3 * GROUP, G)
+  dx += dxk
+  tl.store(dm + 3, s)
+  tl.store(dx_ptr + pix * C + c, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+STENCIL_FORWARD = {"stencil": gspn_stencil_fwd_kernel}
+STENCIL_BACKWARD = {"stencil": gspn_stencil_bwd_kernel}
