@@ -42,5 +42,7 @@ def write_results(name, payload, path=None, indent=2):
   path.parent.mkdir(parents=True, exist_ok=True)
   payload = {"device": device_name(), "jax": jax.__version__, "python": platform.python_version(),
              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **payload}
-  path.write_text(json.dumps(payload, indent=indent))
+  tmp = path.with_name(path.name + ".tmp")  # atomic: an interrupted write leaves the previous file
+  tmp.write_text(json.dumps(payload, indent=indent))
+  tmp.replace(path)
   return path

@@ -6,13 +6,14 @@
   python -m bench.kernel --predict --gate-channels 1   # the same with channel-shared gates (v2 only)
 
 Cases: one GSPN layer (gspn_core, merge="aligned": four directions, R = D/16) at the
-GSPN-XL/2 training shape at 256 px (B=32, 16x16, D=1500) and 512 px (32x32), and at one
+GSPN-XL/2 training shape at 256 px (B=32, 16x16, D=1500), 512 px (32x32) and 1024 px
+(B=8, 64x64), and at one
 high-resolution map (1K^2, 2K^2, 4K^2 with D=8) and at GSPN-2's shape (1K^2, batch 16,
 D=8), global and local (chunk 2). For each:
 forward and forward+backward, fp32 and bf16, time, the minimum bytes of the layer's
 scan part (forward 26 N, forward + backward 76 N, N = B*H*W*D elements:
 bench/kernel_predict.py) per second as a fraction of the measured copy bandwidth, and the
-speed-up over XLA.
+speed-up over XLA. The JSON is rewritten after each case ("complete": false until the last).
 """
 
 import argparse
@@ -32,6 +33,9 @@ FULL = [
       for n in (1, 2, 4) for mode, chunk in (("global", None), ("local", 2))],
     # GSPN-2's reported shape (1024^2, batch 16, 8 channels: 1.8 ms on an A100)
     *[(f"layer_1k_b16_{mode}", (16, 1024, 1024, 8), chunk) for mode, chunk in (("global", None), ("local", 2))],
+    # GSPN-XL/2 at 1024 px (64 x 64 tokens), batch 8: last, the longest compiles
+    ("xl2_1024px_local", (8, 64, 64, 1500), 2),
+    ("xl2_1024px_global", (8, 64, 64, 1500), None),
 ]
 SMOKE = [("smoke_local", (2, 8, 8, 16), 2)]  # one layer: its compiles are the cost
 
@@ -50,7 +54,8 @@ def case_fns(shape, chunk, impl, dtype):
   return args, jax.jit(layer), jax.jit(jax.value_and_grad(loss, argnums=range(7)))
 
 
-def run(cases, impls, dtypes, bandwidth):
+def run(cases, impls, dtypes, bandwidth, save=None):
+  """Rows of measured figures; save(rows) after each, so a run cut short keeps what it measured."""
   rows = []
   for name, shape, chunk in cases:
     n = shape[0] * shape[1] * shape[2] * shape[3]
@@ -72,6 +77,8 @@ def run(cases, impls, dtypes, bandwidth):
           row[f"speedup_{what}"] = row[f"xla_{what}_ms"] / row[f"triton_{what}_ms"]
       rows.append(row)
       print(row, file=sys.stderr)
+      if save:
+        save(rows)
   return rows
 
 
@@ -98,9 +105,9 @@ def main(argv=None):
                      "use --smoke for the CPU smoke test or --predict for the performance model")
   impls = ("xla",) if args.smoke else ("triton", "xla")
   bandwidth = copy_bandwidth(1 << 24 if args.smoke else 1 << 31)
-  rows = run(SMOKE if args.smoke else FULL, impls, (jnp.float32, jnp.bfloat16), bandwidth)
-  path = write_results("kernel_smoke" if args.smoke else "kernel", {"copy_bandwidth_bytes_per_s": bandwidth,
-                                                                     "rows": rows}, args.out)
+  save = lambda rows, complete=False: write_results("kernel_smoke" if args.smoke else "kernel", {
+      "copy_bandwidth_bytes_per_s": bandwidth, "complete": complete, "rows": rows}, args.out)
+  path = save(run(SMOKE if args.smoke else FULL, impls, (jnp.float32, jnp.bfloat16), bandwidth, save), True)
   print(f"wrote {path}")
   return path
 

@@ -37,7 +37,8 @@ gates (G per group, g = G/D) the 12 gate slots are g wide: 14 + 12g and 40 + 36g
 kernels write per-channel gate gradients, which XLA sums: 12 (1 - g) N above that minimum).
 The stencil launches (segments of at most two steps, kernels/gspn_stencil_triton.py) are
 counted by stencil_bytes: every image-sized operand and result once, whole sectors, their
-neighbour reads L2 hits while the resident programs span a program's neighbouring rows.
+neighbour reads L2 hits while the traffic between a row's reads and its neighbours' fits
+the L2.
 Time = the largest of three bounds: bytes / 3.0 TB/s; latency: each program waits one
 dependent memory round trip per scan step and line tile (two scans per program in a
 paired forward, four in its backward; one for a stencil program), in waves of 132 SMs x
@@ -143,21 +144,23 @@ def _stencil(call):
 STENCIL_AGAIN = {"fwd": 12, "bwd": 12 + 30}
 
 
-def stencil_bytes(call, shape, size, programs, resident):
+def stencil_bytes(call, shape, size, programs):
   """HBM bytes of one stencil launch (kernels/gspn_stencil_triton.py): every image-shaped
   operand and result once at its full width (x, the projection, y; with dy, dx and the
   projection gradients), whole sectors (a pixel's channel blocks run as adjacent programs
   and share their border sectors in L2). Its neighbour reads (STENCIL_AGAIN) are L2 hits
-  when the programs resident at once span the rows above and below a program's
-  (`halo_resident`), else charged as HBM traffic."""
+  when the traffic between a row's reads and its neighbour rows' (one row of pixel blocks
+  apart in launch order) fits the L2 (`halo_in_l2`), else charged as HBM traffic."""
   images = [t for t in call["operand_shapes"] + call["result_shapes"]
             if t.startswith("tensor<" + "x".join(map(str, shape[:3])) + "x")]
   once = sum(_bytes(t) for t in images)
   meta = layout.stencil_geometry(shape, 2)[0]
-  rows_apart = -(-meta["W"] // meta["BLOCK_P"]) * -(-meta["C"] // meta["BLOCK_C"])  # programs in launch order
-  halo_resident = programs <= resident or 2 * rows_apart <= resident
+  # the programs of one row of pixel blocks (all four parity classes, all channel blocks):
+  # the launch-order distance between a row's reads and its neighbour rows'
+  rows_apart = -(-((meta["W"] + 1) // 2) // meta["BLOCK_P"]) * 4 * -(-meta["C"] // meta["BLOCK_C"])
+  footprint = min(1.0, rows_apart / programs) * once
   again = STENCIL_AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"] * math.prod(shape) * size
-  return once, again, halo_resident
+  return once, again, footprint
 
 
 # A paired launch's accesses beyond each operand and result once, in C-channel widths:
@@ -213,14 +216,14 @@ def measure(lowered, shape, chunk, size, gates=None):
     n = math.prod(call["grid"])
     if _stencil(call):  # one step per program, no scan
       t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, 1, 1)
-      once, again, halo_resident = stencil_bytes(call, shape, size, n, H100_SMS * per_sm)
+      once, again, footprint = stencil_bytes(call, shape, size, n)
       latency += t
       issue += issue_time(n * call["num_warps"] * audit.expected_instructions(sass))
-      moved += once + (0.0 if halo_resident else again)
+      moved += once + (0.0 if footprint <= H100_L2_BYTES else again)
       programs[f"{i}:{call['kernel']}"] = {
           "kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
           "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once, "re_read_bytes": again,
-          "halo_resident": halo_resident}
+          "l2_footprint": footprint, "halo_in_l2": footprint <= H100_L2_BYTES}
       continue
     passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
     widen = call["kernel"].startswith("gspn_pair_fwd") or (  # kernels/core_op.py: the paired launches' tiles

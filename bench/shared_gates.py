@@ -3,8 +3,8 @@
   python -m bench.shared_gates     # JSON in bench/results/kernel_audit_shared_gates_sm90.json
 
 One GSPN layer's forward and backward (gspn_core, impl="triton", four directions, bf16,
-R = D/16) at a GSPN-XL/2 shape (tile layout) and a high-resolution few-channel map (rows
-layout), with one gate per channel (gate_channels=None, the release) and with GSPN-2's one
+R = D/16) at a GSPN-XL/2 shape and a high-resolution few-channel map, local (the stencil)
+and global (paired scans: tile and rows layouts), with one gate per channel (gate_channels=None, the release) and with GSPN-2's one
 gate triple per pixel and group (gate_channels=1), lowered for CUDA sm_90 through jax-triton
 and every kernel's PTX assembled (kernels/audit.py): registers, spills, SASS instructions
 per element-step, replicated warps; gate_copies counts kernel operands made by a slice or
@@ -24,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from bench.kernel import FULL  # noqa: E402
 
-CASES = ("xl2_256px_local", "layer_1k_local")
+CASES = ("xl2_256px_local", "xl2_256px_global", "layer_1k_local", "layer_1k_global")
 COMPUTE_CAPABILITY = 90
 
 

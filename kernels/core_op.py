@@ -169,7 +169,8 @@ def _stencil_bwd(x, xp, w, m, dy, chunk, compute_capability, interpret):
 def _pair_warps(meta, num_warps, backward, compute_capability):
   """A paired launch's warps (drops meta's REVERSE: the kernels run both). Chosen by the
   compiler audit (bench/kernel_audit.py): at the others ptxas spills a few bytes of these
-  two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 2048; on
+  two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 32 x 64
+  tiles, at 4 on 64 x 32 (XL/2 at 1024 px, fp32); on
   sm_80 the backward's at 4 warps on 1024-element tiles and the rows backward (fp32) at
   4 and 8 warps, so sm_80 gives those backwards twice the warps; its tile backward at
   2 warps on a 64-element tile (the digits model's 4 x 4 tokens), so that one runs on 1."""
@@ -179,7 +180,7 @@ def _pair_warps(meta, num_warps, backward, compute_capability):
   if meta["KERNEL"] == "rows":  # 2 elements per thread (1 on sm_80's backward)
     return (elements // 32 if sm80 else elements // 64) if elements >= 512 else num_warps
   if not backward and meta["BLOCK_C"] >= 8 and elements >= 1024:
-    return 8 if elements == 1024 else 4
+    return 8 if elements == 1024 or meta["BLOCK_L"] >= 64 else 4
   if sm80 and elements in (64, 1024):
     return 8 if elements == 1024 else 1
   return num_warps

@@ -36,7 +36,7 @@ from kernels.gspn_triton import _prologue
 @triton.jit
 def _program(H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
   """The program's pixels ([BLOCK_P, 1]: flat index, row, column), its class's row and
-  column parity (scalars), channels ([1, BLOCK_C]) and mask."""
+  column parity (scalars), channels ([1, BLOCK_C]), mask and pixel mask ([BLOCK_P, 1])."""
   channel_blocks: tl.constexpr = (C + BLOCK_C - 1) // BLOCK_C
   half_w: tl.constexpr = (W + 1) // 2
   pixel_blocks: tl.constexpr = ((H + 1) // 2 * half_w + BLOCK_P - 1) // BLOCK_P
@@ -46,7 +46,19 @@ def _program(H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, BLOCK_P: tl.cons
   row, col = 2 * (q // half_w) + row_parity, 2 * (q % half_w) + col_parity
   pix = (rest // 4 // pixel_blocks).to(tl.int64) * (H * W) + row * W + col
   c = tl.program_id(0) % channel_blocks * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
-  return pix, row, col, row_parity, col_parity, c, (row < H) & (col < W) & (c < C)
+  return pix, row, col, row_parity, col_parity, c, (row < H) & (col < W) & (c < C), (row < H) & (col < W)
+
+
+@triton.jit
+def _gate_pointers(p_ptr, pix, c, mask, pmask, C: tl.constexpr, PITCH: tl.constexpr, BLOCK_C: tl.constexpr,
+                   GATE_SHARE: tl.constexpr):
+  """Channel c's gl pointers (gate channel c // GATE_SHARE) and their mask. Where the
+  channel block lies in one gate's channels (G = 1, or GATE_SHARE a multiple of BLOCK_C)
+  a [BLOCK_P, 1] column: one load, sigmoid and normalisation per pixel, broadcast where
+  the gates meet the state."""
+  if GATE_SHARE >= C or GATE_SHARE % BLOCK_C == 0:
+    return p_ptr + pix * PITCH + tl.min(c, axis=1)[:, None] // GATE_SHARE, pmask
+  return p_ptr + pix * PITCH + c // GATE_SHARE, mask
 
 
 @triton.jit
@@ -76,15 +88,15 @@ def _state(xq, pq, ok, NB: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr, O
 
 
 @triton.jit
-def _propagated(xq, pq, gq, mask, line, L: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr, C: tl.constexpr,
-                PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr):
+def _propagated(xq, pq, gq, mask, gmask, line, L: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr,
+                C: tl.constexpr, PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr):
   """A second step's gl h'[l - 1] + gc h'[l] + gr h'[l + 1], the three h' and its gates:
   BACK pixels to the previous step, LSTEP to the next line index."""
   has_up, has_dn = line >= 1, line < L - 1
   up = _state(xq, pq, mask & has_up, BACK - LSTEP, C, PITCH, OFF + 3 * G)
   mid = _state(xq, pq, mask, BACK, C, PITCH, OFF + 3 * G)
   dn = _state(xq, pq, mask & has_dn, BACK + LSTEP, C, PITCH, OFF + 3 * G)
-  gl, gc, gr, sl, sc, sr, inv, act = _gates(gq + OFF, mask, has_up, has_dn, G)
+  gl, gc, gr, sl, sc, sr, inv, act = _gates(gq + OFF, gmask, has_up, has_dn, G)
   return gl * up + gc * mid + gr * dn, up, mid, dn, gl, gc, gr, sl, sc, sr, inv, act
 
 
@@ -96,7 +108,7 @@ def _slots(pq, mask, C: tl.constexpr, OFF_LAM: tl.constexpr):
 
 
 @triton.jit
-def _group_forward(xq, pq, gq, x, m, parity, line, mask, S: tl.constexpr, L: tl.constexpr, REVERSE: tl.constexpr,
+def _group_forward(xq, pq, gq, x, m, parity, line, mask, gmask, S: tl.constexpr, L: tl.constexpr, REVERSE: tl.constexpr,
                    BACK: tl.constexpr, LSTEP: tl.constexpr, N: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr,
                    OFF: tl.constexpr, G: tl.constexpr):
   """m (u h + d x) of one group (N: its segment length, 1 or 2)."""
@@ -104,18 +116,19 @@ def _group_forward(xq, pq, gq, x, m, parity, line, mask, S: tl.constexpr, L: tl.
   h = lam * x
   if N == 2:
     if _second(parity, S, REVERSE):
-      prop, _, _, _, _, _, _, _, _, _, _, _ = _propagated(xq, pq, gq, mask, line, L, BACK, LSTEP, C, PITCH, OFF, G)
+      prop, _, _, _, _, _, _, _, _, _, _, _ = _propagated(xq, pq, gq, mask, gmask, line, L, BACK, LSTEP, C, PITCH, OFF,
+                                                         G)
       h += prop
   return m * (u * h + d * x)
 
 
 @triton.jit
-def _successor(pq, gq, dyq, ok, line, m, NB: tl.constexpr, L: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr,
+def _successor(pq, gq, dyq, ok, gok, line, m, NB: tl.constexpr, L: tl.constexpr, C: tl.constexpr, PITCH: tl.constexpr,
                OFF: tl.constexpr, G: tl.constexpr):
   """The next step's normalised gates and g = m u dy NB pixels away (line index `line`)."""
   u = tl.load(pq + (NB * PITCH + OFF + 3 * G + C), mask=ok, other=0.0).to(tl.float32)
   dy = tl.load(dyq + NB * C, mask=ok, other=0.0).to(tl.float32)
-  gl, gc, gr, _, _, _, _, _ = _gates(gq + (NB * PITCH + OFF), ok, line >= 1, line < L - 1, G)
+  gl, gc, gr, _, _, _, _, _ = _gates(gq + (NB * PITCH + OFF), gok, line >= 1, line < L - 1, G)
   return gl, gc, gr, m * u * dy
 
 
@@ -125,7 +138,7 @@ def _store(dq, mask, value, SLOT: tl.constexpr):
 
 
 @triton.jit
-def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, S: tl.constexpr, L: tl.constexpr,
+def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, gmask, S: tl.constexpr, L: tl.constexpr,
                     REVERSE: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr, N: tl.constexpr,
                     C: tl.constexpr, PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr):
   """One group's six projection gradients stored at dq (its slots, C apart), its dx and dm terms."""
@@ -137,8 +150,8 @@ def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, S: t
   dgr = tl.zeros_like(g)
   if N == 2:
     if _second(parity, S, REVERSE):
-      prop, up, mid, dn, gl, gc, gr, sl, sc, sr, inv, act = _propagated(xq, pq, gq, mask, line, L, BACK, LSTEP, C,
-                                                                        PITCH, OFF, G)
+      prop, up, mid, dn, gl, gc, gr, sl, sc, sr, inv, act = _propagated(xq, pq, gq, mask, gmask, line, L, BACK, LSTEP,
+                                                                        C, PITCH, OFF, G)
       h += prop
       dgl, dgc, dgr = g * up, g * mid, g * dn  # through the normalisation and the sigmoids
       t = (dgl * gl + dgc * gc + dgr * gr) * act
@@ -147,12 +160,15 @@ def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, S: t
       dgr = (dgr - t * (line < L - 1).to(tl.float32)) * inv * sr * (1.0 - sr)
     else:  # a first step gathers its successor's g: gr at l - 1, gc at l, gl at l + 1
       if REVERSE:
-        ok = mask & (pos >= 1)
+        last = pos >= 1
       else:
-        ok = mask & (pos + 1 < S)
-      _, _, gr_up, g_up = _successor(pq, gq, dyq, ok & (line >= 1), line - 1, m, -BACK - LSTEP, L, C, PITCH, OFF, G)
-      _, gc_mid, _, g_mid = _successor(pq, gq, dyq, ok, line, m, -BACK, L, C, PITCH, OFF, G)
-      gl_dn, _, _, g_dn = _successor(pq, gq, dyq, ok & (line < L - 1), line + 1, m, -BACK + LSTEP, L, C, PITCH, OFF, G)
+        last = pos + 1 < S
+      ok, gok = mask & last, gmask & last
+      _, _, gr_up, g_up = _successor(pq, gq, dyq, ok & (line >= 1), gok & (line >= 1), line - 1, m, -BACK - LSTEP, L,
+                                     C, PITCH, OFF, G)
+      _, gc_mid, _, g_mid = _successor(pq, gq, dyq, ok, gok, line, m, -BACK, L, C, PITCH, OFF, G)
+      gl_dn, _, _, g_dn = _successor(pq, gq, dyq, ok & (line < L - 1), gok & (line < L - 1), line + 1, m,
+                                     -BACK + LSTEP, L, C, PITCH, OFF, G)
       g += gr_up * g_up + gc_mid * g_mid + gl_dn * g_dn
   _store(dq, mask, dgl, 0)
   _store(dq, mask, dgc, C)
@@ -172,18 +188,20 @@ def gspn_stencil_fwd_kernel(x_ptr, p_ptr, m_ptr, y_ptr, H: tl.constexpr, W: tl.c
   gate channel c // GATE_SHARE."""
   PITCH: tl.constexpr = 12 * G + 12 * C
   GROUP: tl.constexpr = 3 * G + 3 * C
-  pix, row, col, row_parity, col_parity, c, mask = _program(H, W, C, BLOCK_P, BLOCK_C)
+  pix, row, col, row_parity, col_parity, c, mask, pmask = _program(H, W, C, BLOCK_P, BLOCK_C)
   xq, pq = x_ptr + pix * C + c, p_ptr + pix * PITCH + c
-  gq = p_ptr + pix * PITCH + c // GATE_SHARE
+  gq, gmask = _gate_pointers(p_ptr, pix, c, mask, pmask, C, PITCH, BLOCK_C, GATE_SHARE)
   x = tl.load(xq, mask=mask, other=0.0).to(tl.float32)
-  y = _group_forward(xq, pq, gq, x, tl.load(m_ptr).to(tl.float32), col_parity, row, mask, W, H, False, -1, W,
-                     CHUNK_W, C, PITCH, 0, G)
-  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 1).to(tl.float32), row_parity, col, mask, H, W, False, -W, 1,
-                      CHUNK_H, C, PITCH, GROUP, G)
-  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 2).to(tl.float32), col_parity, row, mask, W, H, True, 1, W,
-                      CHUNK_W, C, PITCH, 2 * GROUP, G)
-  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 3).to(tl.float32), row_parity, col, mask, H, W, True, W, 1,
-                      CHUNK_H, C, PITCH, 3 * GROUP, G)
+  # lr, tb, rl, bt: (scan parity, line index, S, L, REVERSE, pixels back to the previous
+  # step, pixels to the next line index, segment length, the group's slots)
+  y = _group_forward(xq, pq, gq, x, tl.load(m_ptr).to(tl.float32), col_parity, row, mask, gmask,
+                     W, H, False, -1, W, CHUNK_W, C, PITCH, 0, G)
+  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 1).to(tl.float32), row_parity, col, mask, gmask,
+                      H, W, False, -W, 1, CHUNK_H, C, PITCH, GROUP, G)
+  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 2).to(tl.float32), col_parity, row, mask, gmask,
+                      W, H, True, 1, W, CHUNK_W, C, PITCH, 2 * GROUP, G)
+  y += _group_forward(xq, pq, gq, x, tl.load(m_ptr + 3).to(tl.float32), row_parity, col, mask, gmask,
+                      H, W, True, W, 1, CHUNK_H, C, PITCH, 3 * GROUP, G)
   tl.store(y_ptr + pix * C + c, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -195,25 +213,26 @@ def gspn_stencil_bwd_kernel(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dp_ptr, dm_ptr,
   (dm_ptr[program, k]) from the layer output's cotangent dy."""
   PITCH: tl.constexpr = 12 * G + 12 * C
   GROUP: tl.constexpr = 3 * G + 3 * C
-  pix, row, col, row_parity, col_parity, c, mask = _program(H, W, C, BLOCK_P, BLOCK_C)
+  pix, row, col, row_parity, col_parity, c, mask, pmask = _program(H, W, C, BLOCK_P, BLOCK_C)
   xq, pq, dyq = x_ptr + pix * C + c, p_ptr + pix * PITCH + c, dy_ptr + pix * C + c
-  gq, dq = p_ptr + pix * PITCH + c // GATE_SHARE, dp_ptr + pix * (24 * C) + c
+  gq, gmask = _gate_pointers(p_ptr, pix, c, mask, pmask, C, PITCH, BLOCK_C, GATE_SHARE)
+  dq = dp_ptr + pix * (24 * C) + c
   x = tl.load(xq, mask=mask, other=0.0).to(tl.float32)
   dy = tl.load(dyq, mask=mask, other=0.0).to(tl.float32)
   dm = dm_ptr + tl.program_id(0) * 4
-  dx, s = _group_backward(xq, pq, gq, dyq, dq, x, dy, tl.load(m_ptr).to(tl.float32), col_parity, col, row, mask, W,
-                          H, False, -1, W, CHUNK_W, C, PITCH, 0, G)
+  dx, s = _group_backward(xq, pq, gq, dyq, dq, x, dy, tl.load(m_ptr).to(tl.float32), col_parity, col, row,
+                          mask, gmask, W, H, False, -1, W, CHUNK_W, C, PITCH, 0, G)
   tl.store(dm, s)
   dxk, s = _group_backward(xq, pq, gq, dyq, dq + 6 * C, x, dy, tl.load(m_ptr + 1).to(tl.float32), row_parity, row,
-                           col, mask, H, W, False, -W, 1, CHUNK_H, C, PITCH, GROUP, G)
+                           col, mask, gmask, H, W, False, -W, 1, CHUNK_H, C, PITCH, GROUP, G)
   dx += dxk
   tl.store(dm + 1, s)
   dxk, s = _group_backward(xq, pq, gq, dyq, dq + 12 * C, x, dy, tl.load(m_ptr + 2).to(tl.float32), col_parity, col,
-                           row, mask, W, H, True, 1, W, CHUNK_W, C, PITCH, 2 * GROUP, G)
+                           row, mask, gmask, W, H, True, 1, W, CHUNK_W, C, PITCH, 2 * GROUP, G)
   dx += dxk
   tl.store(dm + 2, s)
   dxk, s = _group_backward(xq, pq, gq, dyq, dq + 18 * C, x, dy, tl.load(m_ptr + 3).to(tl.float32), row_parity, row,
-                           col, mask, H, W, True, W, 1, CHUNK_H, C, PITCH, 3 * GROUP, G)
+                           col, mask, gmask, H, W, True, W, 1, CHUNK_H, C, PITCH, 3 * GROUP, G)
   dx += dxk
   tl.store(dm + 3, s)
   tl.store(dx_ptr + pix * C + c, dx.to(dx_ptr.dtype.element_ty), mask=mask)
