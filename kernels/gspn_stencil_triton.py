@@ -57,8 +57,10 @@ def _gate_pointers(p_ptr, pix, c, mask, pmask, C: tl.constexpr, PITCH: tl.conste
   a [BLOCK_P, 1] column: one load, sigmoid and normalisation per pixel, broadcast where
   the gates meet the state."""
   if GATE_SHARE >= C or GATE_SHARE % BLOCK_C == 0:
-    return p_ptr + pix * PITCH + tl.min(c, axis=1)[:, None] // GATE_SHARE, pmask
-  return p_ptr + pix * PITCH + c // GATE_SHARE, mask
+    gq, gmask = p_ptr + pix * PITCH + tl.min(c, axis=1)[:, None] // GATE_SHARE, pmask
+  else:
+    gq, gmask = p_ptr + pix * PITCH + c // GATE_SHARE, mask
+  return gq, gmask
 
 
 @triton.jit
