@@ -17,8 +17,9 @@ two launches per group. XLA only runs the dW and dxp GEMMs on the gradients (dW 
 weights' own column order).
 Where no segment is longer than two steps (chunk 1 or 2 on both axes: GSPN's local
 blocks) the layer is a stencil (kernels/gspn_stencil_triton.py): one launch forward, one
-backward, which writes dx and all 24 projection gradients as one group-major array, so XLA
-runs one dW and one dxp GEMM.
+backward, which writes dx and all projection gradients as one group-major array, so XLA
+runs one dW and one dxp GEMM (a shared gate's gradient as per-channel-block partial sums
+where a program's channels lie in one gate, else per channel).
 Each launch runs per device shard of a batch-sharded mesh (H and W are never split).
 
 Channel-shared gates (w of width 12G + 12D, G < D gate channels per group): a group's
@@ -51,24 +52,26 @@ def _gates(d, width):
   return width // 12 - d
 
 
-def _group_major(w, d, expand=False):
-  """w's columns [slot i, group k] reordered to [k, i] (layout.core_offsets); expand:
-  each shared gate's column repeated for its D/G channels (the per-channel gate gradients)."""
+def _group_major(w, d, width=None):
+  """w's columns [slot i, group k] reordered to [k, i] (layout.core_offsets); width: each
+  gate slot widened to that many columns, a gate's column repeated over the channels or
+  partial sums that carry its gradient."""
   r, g = w.shape[0], _gates(d, w.shape[1])
   gates, rest = w[:, :12 * g].reshape(r, 3, 4, g), w[:, 12 * g:].reshape(r, 3, 4, d)
-  if expand:
-    gates = jnp.repeat(gates, d // g, axis=3)
+  if width:
+    gates = jnp.repeat(gates, width // g, axis=3)
   slots = lambda a: a.transpose(0, 2, 1, 3).reshape(r, 4, -1)  # [group, slot, channel]
   return jnp.concatenate([slots(gates), slots(rest)], axis=2).reshape(r, -1)
 
 
-def _released(dw, d, g):
-  """dW in w's own column order from its group-major, per-channel (R, 24D) form:
-  the inverse of _group_major(expand=True), shared gates summed over their channels."""
+def _released(dw, d, g, width):
+  """dW in w's own column order from its group-major (R, 4 (3 width + 3D)) form: the
+  inverse of _group_major(width=width), a gate's columns summed."""
   r = dw.shape[0]
-  dw = dw.reshape(r, 4, 6, d).transpose(0, 2, 1, 3)  # [slot, group, channel]
-  gates = dw[:, :3].reshape(r, 3, 4, g, d // g).sum(-1).reshape(r, 12 * g)
-  return jnp.concatenate([gates, dw[:, 3:].reshape(r, 12 * d)], axis=1)
+  dw = dw.reshape(r, 4, 3 * width + 3 * d)
+  gates = dw[:, :, :3 * width].reshape(r, 4, 3, g, width // g).sum(-1).transpose(0, 2, 1, 3).reshape(r, 12 * g)
+  rest = dw[:, :, 3 * width:].reshape(r, 4, 3, d).transpose(0, 2, 1, 3).reshape(r, 12 * d)
+  return jnp.concatenate([gates, rest], axis=1)
 
 
 def _project(xp, w, dtype, d):
@@ -143,14 +146,16 @@ def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
 
 def _stencil(x, p, m, *dy, chunk, compute_capability, interpret):
   """The whole layer in one launch (segments of at most two steps): y, or with dy its
-  backward: dx, dp (24D channels, group-major, per-channel gates), dm's per-program sums."""
+  backward: dx, dp (group-major, gate slots layout.stencil_gate_width wide), dm's
+  per-program sums."""
   meta, grid, num_warps = layout.stencil_geometry(x.shape, chunk)
   like = jax.ShapeDtypeStruct(x.shape, x.dtype)
   opts = dict(interpret=interpret, compute_capability=compute_capability, G=_gates(x.shape[-1], p.shape[-1]),
               **_shared(x, p))
   if not dy:
     return launch(gspn_stencil_triton.STENCIL_FORWARD, (x, p, m), [like], 0, meta, grid, num_warps, **opts)[0]
-  outs = [like, jax.ShapeDtypeStruct((*x.shape[:3], 24 * x.shape[-1]), x.dtype),
+  width = layout.stencil_gate_width(x.shape, opts["G"])
+  outs = [like, jax.ShapeDtypeStruct((*x.shape[:3], 12 * width + 12 * x.shape[-1]), x.dtype),
           jax.ShapeDtypeStruct((grid[0], 1, 1, 4), "float32")]
   return launch(gspn_stencil_triton.STENCIL_BACKWARD, (x, p, m, *dy), outs, 0, meta, grid, num_warps, **opts)
 
@@ -160,9 +165,11 @@ def _stencil_bwd(x, xp, w, m, dy, chunk, compute_capability, interpret):
   p = _project(xp, w, x.dtype, d)
   fn = functools.partial(_stencil, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
   dx, dp, dm = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype))
+  g = _gates(d, w.shape[1])
+  width = layout.stencil_gate_width(x.shape, g)
   dw = jnp.einsum("bhwr,bhwc->rc", xp, dp, preferred_element_type=jnp.float32)
-  dxp = jnp.dot(dp, _group_major(w, d, expand=True).astype(x.dtype).T, preferred_element_type=jnp.float32)
-  dw = _released(dw, d, _gates(d, w.shape[1]))
+  dxp = jnp.dot(dp, _group_major(w, d, width).astype(x.dtype).T, preferred_element_type=jnp.float32)
+  dw = _released(dw, d, g, width)
   return dx, dxp.astype(xp.dtype), dw.astype(w.dtype), jnp.sum(dm, axis=(0, 1, 2)).astype(m.dtype)
 
 

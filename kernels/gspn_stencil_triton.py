@@ -11,10 +11,10 @@ layer's minimum.
 
 The backward, from dy: a second step's g = dL/dh = m u dy; a first step's adds its
 successor step's transposed operator, gc g[l] + gl g[l + 1] + gr g[l - 1] with the
-successor's gates and g (m u dy again) at those pixels. It writes dx, the 24 projection
+successor's gates and g (m u dy again) at those pixels. It writes dx, the projection
 gradients in p's group-major order as one array (XLA then runs one dW and one dxp GEMM)
-and dm's per-program sums. Gate gradients are per channel: with channel-shared gates the
-caller sums them over the sharing channels.
+and dm's per-program sums. Gate gradients are per channel, or, where a program's channel
+block lies in one shared gate, its partial sum per pixel (the caller adds a gate's partials).
 
 A program owns BLOCK_C channels of BLOCK_P pixels of one parity class (even or odd row,
 even or odd column) of one image, so for each group its pixels are all first or all
@@ -24,7 +24,7 @@ pixel's channel blocks, a pair of pixels of two classes) or read each other's pi
 neighbours run at the same time, and those reads are L2 hits.
 
 Group k scans lr, tb, rl, bt (k = 0..3); its six slots sit at OFF = k (3G + 3C) in p
-(layout.core_offsets), at k 6C in the gradient array.
+(layout.core_offsets), at k (3 GATE_W + 3C) in the gradient array.
 """
 
 import triton
@@ -140,22 +140,30 @@ def _store(dq, mask, value, SLOT: tl.constexpr):
 
 
 @triton.jit
-def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, gmask, S: tl.constexpr, L: tl.constexpr,
-                    REVERSE: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr, N: tl.constexpr,
-                    C: tl.constexpr, PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr):
-  """One group's six projection gradients stored at dq (its slots, C apart), its dx and dm terms."""
+def _group_backward(xq, pq, gq, dyq, dq, dgq, x, dy, m, parity, pos, line, mask, gmask, S: tl.constexpr,
+                    L: tl.constexpr, REVERSE: tl.constexpr, BACK: tl.constexpr, LSTEP: tl.constexpr, N: tl.constexpr,
+                    C: tl.constexpr, PITCH: tl.constexpr, OFF: tl.constexpr, G: tl.constexpr, GATE_W: tl.constexpr,
+                    COLUMN: tl.constexpr):
+  """One group's six projection gradients stored (gates at dgq, GATE_W apart; lam, u, d at
+  dq + 3 GATE_W, C apart), its dx and dm terms."""
   lam, u, d = _slots(pq, mask, C, OFF + 3 * G)
   h = lam * x
   g = m * u * dy  # a second step's (and a segment's last) dL/dh
-  dgl = tl.zeros_like(g)  # the gates' logit gradients: zero on first steps (h' = 0 there)
-  dgc = tl.zeros_like(g)
-  dgr = tl.zeros_like(g)
+  # the gates' logit gradients, per channel or with a gate column per pixel (gmask's
+  # shape): zero on first steps (h' = 0 there)
+  dgl = tl.where(gmask, 0.0, 0.0)
+  dgc = tl.where(gmask, 0.0, 0.0)
+  dgr = tl.where(gmask, 0.0, 0.0)
   if N == 2:
     if _second(parity, S, REVERSE):
       prop, up, mid, dn, gl, gc, gr, sl, sc, sr, inv, act = _propagated(xq, pq, gq, mask, gmask, line, L, BACK, LSTEP,
                                                                         C, PITCH, OFF, G)
       h += prop
       dgl, dgc, dgr = g * up, g * mid, g * dn  # through the normalisation and the sigmoids
+      if COLUMN:  # a shared gate's: summed over the program's channels first (the Jacobian is per pixel)
+        dgl = tl.sum(tl.where(mask, dgl, 0.0), axis=1)[:, None]
+        dgc = tl.sum(tl.where(mask, dgc, 0.0), axis=1)[:, None]
+        dgr = tl.sum(tl.where(mask, dgr, 0.0), axis=1)[:, None]
       t = (dgl * gl + dgc * gc + dgr * gr) * act
       dgl = (dgl - t * (line >= 1).to(tl.float32)) * inv * sl * (1.0 - sl)
       dgc = (dgc - t) * inv * sc * (1.0 - sc)
@@ -172,12 +180,12 @@ def _group_backward(xq, pq, gq, dyq, dq, x, dy, m, parity, pos, line, mask, gmas
       gl_dn, _, _, g_dn = _successor(pq, gq, dyq, ok & (line < L - 1), gok & (line < L - 1), line + 1, m,
                                      -BACK + LSTEP, L, C, PITCH, OFF, G)
       g += gr_up * g_up + gc_mid * g_mid + gl_dn * g_dn
-  _store(dq, mask, dgl, 0)
-  _store(dq, mask, dgc, C)
-  _store(dq, mask, dgr, 2 * C)
-  _store(dq, mask, x * g, 3 * C)
-  _store(dq, mask, m * dy * h, 4 * C)
-  _store(dq, mask, m * dy * x, 5 * C)
+  _store(dgq, gmask, dgl, 0)
+  _store(dgq, gmask, dgc, GATE_W)
+  _store(dgq, gmask, dgr, 2 * GATE_W)
+  _store(dq, mask, x * g, 3 * GATE_W)
+  _store(dq, mask, m * dy * h, 3 * GATE_W + C)
+  _store(dq, mask, m * dy * x, 3 * GATE_W + 2 * C)
   return lam * g + m * d * dy, tl.sum(tl.sum(tl.where(mask, dy * (u * h + d * x), 0.0), axis=1), axis=0)
 
 
@@ -211,30 +219,42 @@ def gspn_stencil_fwd_kernel(x_ptr, p_ptr, m_ptr, y_ptr, H: tl.constexpr, W: tl.c
 def gspn_stencil_bwd_kernel(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dp_ptr, dm_ptr, H: tl.constexpr, W: tl.constexpr,
                             C: tl.constexpr, CHUNK_W: tl.constexpr, CHUNK_H: tl.constexpr, BLOCK_P: tl.constexpr,
                             BLOCK_C: tl.constexpr, G: tl.constexpr, GATE_SHARE: tl.constexpr):
-  """dx, dp (24C channels, group-major, per-channel gates) and dm's per-program sums
-  (dm_ptr[program, k]) from the layer output's cotangent dy."""
+  """dx, dp and dm's per-program sums (dm_ptr[program, k]) from the layer output's
+  cotangent dy. dp is group-major like p with gate slots GATE_W wide: per channel (C), or
+  with a gate column one partial sum per channel block (stencil_gate_width)."""
   PITCH: tl.constexpr = 12 * G + 12 * C
   GROUP: tl.constexpr = 3 * G + 3 * C
+  COLUMN: tl.constexpr = GATE_SHARE >= C or GATE_SHARE % BLOCK_C == 0
+  channel_blocks: tl.constexpr = (C + BLOCK_C - 1) // BLOCK_C
+  GATE_W: tl.constexpr = channel_blocks if COLUMN else C
+  DGROUP: tl.constexpr = 3 * GATE_W + 3 * C
   pix, row, col, row_parity, col_parity, c, mask, pmask = _program(H, W, C, BLOCK_P, BLOCK_C)
   xq, pq, dyq = x_ptr + pix * C + c, p_ptr + pix * PITCH + c, dy_ptr + pix * C + c
   gq, gmask = _gate_pointers(p_ptr, pix, c, mask, pmask, C, PITCH, BLOCK_C, GATE_SHARE)
-  dq = dp_ptr + pix * (24 * C) + c
+  dq = dp_ptr + pix * (4 * DGROUP) + c
+  if COLUMN:
+    dgq = dp_ptr + pix * (4 * DGROUP) + tl.program_id(0) % channel_blocks
+  else:
+    dgq = dq
   x = tl.load(xq, mask=mask, other=0.0).to(tl.float32)
   dy = tl.load(dyq, mask=mask, other=0.0).to(tl.float32)
   dm = dm_ptr + tl.program_id(0) * 4
-  dx, s = _group_backward(xq, pq, gq, dyq, dq, x, dy, tl.load(m_ptr).to(tl.float32), col_parity, col, row,
-                          mask, gmask, W, H, False, -1, W, CHUNK_W, C, PITCH, 0, G)
+  dx, s = _group_backward(xq, pq, gq, dyq, dq, dgq, x, dy, tl.load(m_ptr).to(tl.float32), col_parity, col, row,
+                          mask, gmask, W, H, False, -1, W, CHUNK_W, C, PITCH, 0, G, GATE_W, COLUMN)
   tl.store(dm, s)
-  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 6 * C, x, dy, tl.load(m_ptr + 1).to(tl.float32), row_parity, row,
-                           col, mask, gmask, H, W, False, -W, 1, CHUNK_H, C, PITCH, GROUP, G)
+  dxk, s = _group_backward(xq, pq, gq, dyq, dq + DGROUP, dgq + DGROUP, x, dy, tl.load(m_ptr + 1).to(tl.float32),
+                           row_parity, row, col, mask, gmask, H, W, False, -W, 1, CHUNK_H, C, PITCH, GROUP, G, GATE_W,
+                           COLUMN)
   dx += dxk
   tl.store(dm + 1, s)
-  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 12 * C, x, dy, tl.load(m_ptr + 2).to(tl.float32), col_parity, col,
-                           row, mask, gmask, W, H, True, 1, W, CHUNK_W, C, PITCH, 2 * GROUP, G)
+  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 2 * DGROUP, dgq + 2 * DGROUP, x, dy,
+                           tl.load(m_ptr + 2).to(tl.float32), col_parity, col, row, mask, gmask, W, H, True, 1, W,
+                           CHUNK_W, C, PITCH, 2 * GROUP, G, GATE_W, COLUMN)
   dx += dxk
   tl.store(dm + 2, s)
-  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 18 * C, x, dy, tl.load(m_ptr + 3).to(tl.float32), row_parity, row,
-                           col, mask, gmask, H, W, True, W, 1, CHUNK_H, C, PITCH, 3 * GROUP, G)
+  dxk, s = _group_backward(xq, pq, gq, dyq, dq + 3 * DGROUP, dgq + 3 * DGROUP, x, dy,
+                           tl.load(m_ptr + 3).to(tl.float32), row_parity, row, col, mask, gmask, H, W, True, W, 1,
+                           CHUNK_H, C, PITCH, 3 * GROUP, G, GATE_W, COLUMN)
   dx += dxk
   tl.store(dm + 3, s)
   tl.store(dx_ptr + pix * C + c, dx.to(dx_ptr.dtype.element_ty), mask=mask)

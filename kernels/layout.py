@@ -117,3 +117,12 @@ def stencil_geometry(shape, chunk):
   pixel_blocks = -(-((h + 1) // 2 * ((w + 1) // 2)) // block_p)  # per parity class (row, column)
   # 2 elements per thread: at 4 ptxas spilled 8 bytes on sm_80 (XL/2 512 px, fp32 forward, bf16 backward)
   return meta, (b * 4 * pixel_blocks * -(-c // block_c),), max(1, min(8, block_p * block_c // 64))
+
+
+def stencil_gate_width(shape, gates):
+  """Channels per gate slot of the stencil's projection gradient (gspn_stencil_bwd_kernel):
+  per channel (C), or where a program's channel block lies in one of the `gates` shared
+  gates, one partial sum per channel block."""
+  c, block_c = shape[-1], stencil_geometry(shape, 2)[0]["BLOCK_C"]
+  share = c // gates
+  return -(-c // block_c) if share >= c or share % block_c == 0 else c

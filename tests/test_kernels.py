@@ -55,7 +55,7 @@ def test_fused_gspn_layer_matches_the_reference(interpreter_report):
 def test_fused_gspn_layer_with_shared_gates_matches_the_reference(interpreter_report):
   # G = 1: one gate column per pixel and group (both layouts, paired and single launches);
   # G = D/2: channels read their gate at c // 2, in the stencil and in a paired scan; the
-  # stencil's gate column (G = 1, and G = 2 with one gate per 32-channel block)
+  # stencil's gate column (G = 1, and G = 2 with two 32-channel blocks per gate)
   shared = [r for r in interpreter_report if r.get("op") == "gspn_core" and r["gates"] is not None]
   assert [(r["gates"], r["layout"], r["paired"]) for r in shared] == [
       (1, "rows+tile", [True, False]), (2, "stencil", None), (2, "tile", [False, True]), (1, "stencil", None),
