@@ -34,7 +34,8 @@ Minimum bytes with N = B*H*W*D elements: forward x, the 24 projected channels gr
 y once: 26 N; forward + backward (y only summed) x, the projection, then x, dy and the
 projection read, dx and the 24 projection gradients written: 76 N. With channel-shared
 gates (G per group, g = G/D) the 12 gate slots are g wide: 14 + 12g and 40 + 36g (the
-kernels write per-channel gate gradients, which XLA sums: 12 (1 - g) N above that minimum).
+scan kernels write per-channel gate gradients, which XLA sums: 12 (1 - g) N above that
+minimum; the stencil one partial sum per channel block where a block lies in one gate).
 The stencil launches (segments of at most two steps, kernels/gspn_stencil_triton.py) are
 counted by stencil_bytes: every image-sized operand and result once, whole sectors, their
 neighbour reads L2 hits while the traffic between a row's reads and its neighbours' fits
