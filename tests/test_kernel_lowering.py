@@ -135,6 +135,17 @@ def test_the_replicated_warp_check_sees_a_line_copied_over_warps():
   assert audit.replicated_warps(ttgir) == [((1024, 2), "#blocked")]  # 2 of its 8 warps hold distinct columns
 
 
+def test_expected_instructions_halves_each_uniform_branch_and_refuses_loops():
+  from kernels import audit
+
+  sass = ("/*0000*/ MOV R1, c[0x0][0x28] ;\n/*0010*/ @P0 BRA 0x40 ;\n/*0020*/ FADD R2, R2, R3 ;\n"
+          "/*0030*/ FADD R2, R2, R3 ;\n/*0040*/ STG.E [R4], R2 ;\n/*0050*/ EXIT ;\n/*0060*/ BRA 0x60 ;\n")
+  # the two skipped adds run in half the programs; nothing after EXIT runs
+  assert audit.expected_instructions(sass) == 5.0
+  with pytest.raises(ValueError, match="loop"):
+    audit.expected_instructions(sass.replace("@P0 BRA 0x40", "@P0 BRA 0x00"))
+
+
 @pytest.mark.skipif("jax.default_backend() != 'cpu'", reason="checks a machine without a GPU")
 def test_jax_triton_on_a_cpu_machine_leaves_the_triton_path_off():
   import kernels
