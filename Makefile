@@ -28,8 +28,10 @@ demo: $(VENV)/.installed
 	$(BIN)/python main.py --config configs/digits.py --workdir runs/digits
 
 # pytest's exit code 5 ("no tests collected") fails too: a suite that runs nothing checks nothing.
+# Two worker processes (pytest-xdist), each taking whole test files, so a module's fixture is built
+# once: the suite is mostly single-threaded XLA compiles, and CI has 2 cores and 30 minutes.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/python -m pytest -n 2 --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean:

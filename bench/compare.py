@@ -1,6 +1,7 @@
 """GSPN-XL/2 vs DiT-XL/2 (attention) vs DiffuSSM-XL (SSM, no patches) across resolutions, in one run.
 
   python -m bench.compare            # on a GPU: JSON and plots in bench/results/
+  python -m bench.compare --quick    # on a GPU, minutes: GSPN-XL/2 and DiT-XL/2 at 256 px only
   python -m bench.compare --smoke    # anywhere: small models at tiny sizes
 
 Per model and resolution (256, 512, 1024 px: 16^2, 32^2, 64^2 tokens): training images/s
@@ -36,7 +37,8 @@ def attention_impl():
   return "cudnn" if jax.default_backend() == "gpu" else None
 
 
-def model_rows(models, resolutions, train_batch, sample_batch, steps, dtype):
+def model_rows(models, resolutions, train_batch, sample_batch, steps, dtype, search=True):
+  """search: the largest power-of-two batch up to train_batch, else train_batch itself."""
   rows = []
   for res in resolutions:
     latent = res // 8
@@ -46,8 +48,8 @@ def model_rows(models, resolutions, train_batch, sample_batch, steps, dtype):
       tokens = latent ** 2 if name.startswith("DiffuSSM") else (latent // 2) ** 2
       row = {"model": label, "resolution": res, "tokens": tokens}
       found = (largest_batch(train_throughput, start=8, limit=train_batch, name=name, latent=latent, dtype=dtype, **kw)
-               if train_batch > 8 else (train_batch, fits(train_throughput, name, latent, train_batch, dtype=dtype,
-                                                          iters=1, **kw)))
+               if search and train_batch > 8 else
+               (train_batch, fits(train_throughput, name, latent, train_batch, dtype=dtype, iters=1, **kw)))
       if found is None or found[1] is None:
         row["train_error"] = "out of memory at the smallest batch"
       else:
@@ -97,6 +99,8 @@ def layer_rows(sizes, channels, dtype, budget_s):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--smoke", action="store_true", help="small models at tiny sizes (runs on a CPU)")
+  p.add_argument("--quick", action="store_true",
+                 help="GSPN-XL/2 and DiT-XL/2 at 256 px, batch 32, 50 sampling steps, layers up to 1024^2")
   p.add_argument("--out", default=None, help="JSON path; plots go beside it")
   args = p.parse_args(argv)
   if args.smoke:
@@ -105,13 +109,18 @@ def main(argv=None):
               ("DiffuSSM-tiny", "DiffuSSM", dict(hidden_size=32, depth=1, state_size=8))]
     resolutions, batch, sample_batch, steps, dtype = (32, 64), 2, 2, 2, "float32"
     sizes, channels, budget = (16, 32), 16, 10.0
+  elif args.quick:  # the first look on a GPU lent for minutes
+    models = [("GSPN-XL/2", "GSPN-XL/2", {}), ("DiT-XL/2", "DiT-XL/2", {})]
+    resolutions, batch, sample_batch, steps, dtype = (256,), 32, 16, 50, "bfloat16"
+    sizes, channels, budget = (256, 1024), 64, 10.0
   else:
     models = [("GSPN-XL/2", "GSPN-XL/2", {}), ("DiT-XL/2", "DiT-XL/2", {}), ("DiffuSSM-XL", "DiffuSSM-XL", {})]
     resolutions, batch, sample_batch, steps, dtype = (256, 512, 1024), 512, 16, 250, "bfloat16"
     sizes, channels, budget = (64, 128, 256, 512, 1024, 2048, 4096), 64, 60.0
-  payload = {"models": model_rows(models, resolutions, batch, sample_batch, steps, dtype),
+  payload = {"models": model_rows(models, resolutions, batch, sample_batch, steps, dtype, search=not args.quick),
              "layer": layer_rows(sizes, channels, dtype, budget), "dtype": dtype, "sampling_steps": steps}
-  path = write_results("compare_smoke" if args.smoke else "compare", payload, args.out)
+  path = write_results("compare_smoke" if args.smoke else "compare_quick" if args.quick else "compare", payload,
+                       args.out)
   from bench.plots import plot_compare
 
   plots = plot_compare(payload, path.with_suffix(""), device_name())

@@ -4,6 +4,7 @@
   python -m bench.kernel --smoke     # anywhere: tiny shapes, the XLA path only
   python -m bench.kernel --predict   # anywhere: the H100 performance model (bench/kernel_predict.py)
   python -m bench.kernel --predict --gate-channels 1   # the same with channel-shared gates (v2 only)
+  python -m bench.kernel --cases xl2_256px_local layer_1k_b16_global   # some cases only
 
 Cases: one GSPN layer (gspn_core, merge="aligned": four directions, R = D/16) at the
 GSPN-XL/2 training shape at 256 px (B=32, 16x16, D=1500), 512 px (32x32) and 1024 px
@@ -89,6 +90,8 @@ def main(argv=None):
   p.add_argument("--out", default=None, help="JSON path (default: bench/results/kernel_<device>.json)")
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
                  help="with --predict: the dtypes modelled")
+  p.add_argument("--cases", nargs="+", default=None, choices=[name for name, _, _ in FULL], metavar="CASE",
+                 help=f"measure or predict these cases only (default: all of {', '.join(n for n, _, _ in FULL)})")
   p.add_argument("--gate-channels", type=int, default=None,
                  help="with --predict: channel-shared gates, G per group (a divisor of every case's D, e.g. 1)")
   args = p.parse_args(argv)
@@ -96,10 +99,13 @@ def main(argv=None):
                                          or any(shape[-1] % args.gate_channels for _, shape, _ in FULL)):
     p.error(f"--gate-channels {args.gate_channels}: needs --predict and a divisor of every case's D "
             f"({sorted({shape[-1] for _, shape, _ in FULL})}), e.g. 1")
+  if args.cases and (args.smoke or (args.predict and not args.out)):
+    p.error("--cases: not with --smoke, and with --predict give --out (the default file holds every case)")
   from kernels import INSTALL_HINT, available
 
+  cases = [c for c in FULL if args.cases is None or c[0] in args.cases]
   if args.predict:
-    return predict(args.out, [jnp.dtype(d) for d in args.dtypes], args.gate_channels)
+    return predict(args.out, [jnp.dtype(d) for d in args.dtypes], args.gate_channels, cases)
   if not args.smoke and not available():
     raise SystemExit(f"bench.kernel needs a CUDA GPU with jax-triton ({INSTALL_HINT}); "
                      "use --smoke for the CPU smoke test or --predict for the performance model")
@@ -107,18 +113,18 @@ def main(argv=None):
   bandwidth = copy_bandwidth(1 << 24 if args.smoke else 1 << 31)
   save = lambda rows, complete=False: write_results("kernel_smoke" if args.smoke else "kernel", {
       "copy_bandwidth_bytes_per_s": bandwidth, "complete": complete, "rows": rows}, args.out)
-  path = save(run(SMOKE if args.smoke else FULL, impls, (jnp.float32, jnp.bfloat16), bandwidth, save), True)
+  path = save(run(SMOKE if args.smoke else cases, impls, (jnp.float32, jnp.bfloat16), bandwidth, save), True)
   print(f"wrote {path}")
   return path
 
 
-def predict(out=None, dtypes=(jnp.float32, jnp.bfloat16), gate_channels=None):
+def predict(out=None, dtypes=(jnp.float32, jnp.bfloat16), gate_channels=None, cases=FULL):
   """The performance model at every case; with gate_channels the current kernels (v2) only,
   in their own JSON (no plot: the plot sets v2 beside v1)."""
   from bench import kernel_predict
 
   rows = []
-  for name, shape, chunk in FULL:  # one GSPN layer (four directions) at each shape
+  for name, shape, chunk in cases:  # one GSPN layer (four directions) at each shape
     for dtype in dtypes:
       for version in ("v2",) if gate_channels else ("v1", "v2"):
         rows.append(kernel_predict.predict_case(name, shape, chunk, dtype, version, gate_channels))

@@ -20,3 +20,16 @@ def test_measured_beside_predicted():
   assert [(r["case"], r["dtype"]) for r in table] == [("a", "bfloat16"), ("a", "float32")]
   assert table[0]["measured_over_predicted_fwd"] == 2.0 and table[0]["measured_over_predicted_fwd_bwd"] == 3.0
   assert table[1]["measured_fwd_ms"] is None and table[1]["measured_over_predicted_fwd"] is None
+
+
+def test_quick_mode_names_real_cases_and_refuses_mixed_modes(capsys):
+  from bench import kernel
+
+  assert set(gpu_check.QUICK_CASES) <= {name for name, _, _ in kernel.FULL}
+  assert sum(gpu_check.QUICK_LIMITS_S.values()) <= 600  # a 15-minute device budget, its start-up included
+  with pytest.raises(SystemExit):
+    gpu_check.main(["--smoke", "--quick"])
+  assert "--smoke or --quick, not both" in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # a subset would overwrite the committed full prediction
+    kernel.main(["--predict", "--cases", "xl2_256px_local"])
+  assert "with --predict give --out" in capsys.readouterr().err
