@@ -32,8 +32,11 @@ import jax.numpy as jnp  # noqa: E402
 from bench.kernel import FULL  # noqa: E402
 from bench.kernel_predict import layer_fn  # noqa: E402
 
-# the stencil (local); paired scans in the tile layout, and in the rows layout of one channel
+# the stencil (local); paired scans in the tile layout; the four groups at once (a square
+# high-resolution map, global); and, CI only, paired scans in the rows layout of one channel
+# (a map that is not square takes them: no benchmark shape does)
 CI_CASES = ("xl2_256px_local", "xl2_256px_global", "layer_4k_global")
+CI_EXTRA = [("rows_pairs_4k_x_1k_global", (1, 4096, 1024, 8), None)]
 
 
 def model_steps(compute_dtype):
@@ -111,7 +114,7 @@ def main(argv=None):
   from bench.common import write_results
 
   if args.ci:
-    rows = run([c for c in FULL if c[0] in CI_CASES], (jnp.bfloat16,), (90,), with_models=True)
+    rows = run([c for c in FULL if c[0] in CI_CASES] + CI_EXTRA, (jnp.bfloat16,), (90,), with_models=True)
     if args.out is None:
       json.dump(rows, sys.stdout)
       return None

@@ -25,7 +25,9 @@ Bytes moved, counted from the lowered module:
   second pass re-reads x and its own partial y; the backward re-reads x, dy, the recomputed
   h, the gates and its dx): free (L2 hits) when one group's share of the traffic of the
   programs resident at once fits the H100's 50 MB L2 ("l2_footprint" per call in the
-  JSON), else charged as HBM traffic. An assumption, stated per call.
+  JSON), else charged as HBM traffic. An assumption, stated per call. The four groups'
+  launch (kernels/gspn_quad_triton.py) reads all 24 slots of the projection and its
+  re-reads (QUAD_AGAIN) are always charged.
 - the XLA ops between them on (B, H, W, .) arrays, unfused (an upper bound): a slice
   reads and writes its result, other ops read their operands and write their results.
   Reshapes (bitcasts) and the projection / weight-gradient GEMMs, which every version
@@ -41,8 +43,10 @@ counted by stencil_bytes: every image-sized operand and result once, whole secto
 neighbour reads L2 hits while the traffic between a row's reads and its neighbours' fits
 the L2.
 Time = the largest of three bounds: bytes / 3.0 TB/s; latency: each program waits one
-dependent memory round trip per scan step and line tile (two scans per program in a
-paired forward, four in its backward; one for a stencil program), in waves of 132 SMs x
+dependent memory round trip per scan step and line tile (1 us; 0.7 us where the inputs are
+loaded a tile ahead: HBM_LATENCY_S, STEP_CHAIN_S, assumed) (two scans per program in a
+paired forward, four in its backward; one and two in the four groups' launch, whose
+groups run as concurrent programs; one for a stencil program), in waves of 132 SMs x
 resident programs per SM (from ptxas's register count); issue: the SASS instructions the
 threads execute (the innermost loop x its trips, or a loop-free kernel's expected count:
 kernels/audit.py) at one warp instruction per scheduler and clock (4 per SM, 1.98 GHz),
@@ -64,7 +68,14 @@ REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 H100_L2_BYTES = 50 * 2 ** 20
 H100_CLOCK = 1.98e9  # boost clock; 4 schedulers per SM issue one warp instruction per clock at most
-ROUND_TRIP_S = 1.0e-6  # one dependent global load + barrier per step, HBM latency ~0.6-0.8 us
+# A scan step's latency (assumed, not measured): a step that loads its inputs from HBM waits
+# for them (HBM_LATENCY_S, ~0.6-0.8 us under load) and then for its dependent chain (the state
+# or neighbour exchange, the math, barriers: STEP_CHAIN_S). The rows layout loads each line
+# tile's inputs one tile ahead (kernels/gspn_triton.py), so its step is the longer of the two.
+HBM_LATENCY_S = 0.7e-6
+STEP_CHAIN_S = 0.3e-6
+ROUND_TRIP_S = HBM_LATENCY_S + STEP_CHAIN_S
+PREFETCHED_STEP_S = max(HBM_LATENCY_S, STEP_CHAIN_S)
 NOT_COUNTED = ("stablehlo.custom_call", "func.return", "func.call", "func.func", "stablehlo.constant",
                "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.dot_general",
                "stablehlo.optimization_barrier", "stablehlo.iota")
@@ -135,6 +146,15 @@ def _paired(call):
   return call["kernel"].startswith("gspn_pair")
 
 
+def _quad(call):
+  return call["kernel"].startswith("gspn_quad")
+
+
+def _groups(call):
+  """Channel groups one program of the launch scans in sequence, and groups per launch."""
+  return (2, 2) if _paired(call) else (1, 4) if _quad(call) else (1, 1)
+
+
 def _stencil(call):
   return call["kernel"].startswith("gspn_stencil")
 
@@ -155,10 +175,10 @@ def stencil_bytes(call, shape, size, programs):
   images = [t for t in call["operand_shapes"] + call["result_shapes"]
             if t.startswith("tensor<" + "x".join(map(str, shape[:3])) + "x")]
   once = sum(_bytes(t) for t in images)
-  meta = layout.stencil_geometry(shape, 2)[0]
+  block_p, block_c = layout.stencil_blocks(shape[-1])
   # the programs of one row of pixel blocks (all four parity classes, all channel blocks):
   # the launch-order distance between a row's reads and its neighbour rows'
-  rows_apart = -(-((meta["W"] + 1) // 2) // meta["BLOCK_P"]) * 4 * -(-meta["C"] // meta["BLOCK_C"])
+  rows_apart = -(-((shape[2] + 1) // 2) // block_p) * 4 * -(-shape[-1] // block_c)
   footprint = min(1.0, rows_apart / programs) * once
   again = STENCIL_AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"] * math.prod(shape) * size
   return once, again, footprint
@@ -170,6 +190,12 @@ def stencil_bytes(call, shape, size, programs):
 # read 4x (h and its previous step), dy read 2x, dx written 2x and read once, and the
 # recompute's 4 gate slots (gl, gc, gr, lam) read again by the adjoint.
 AGAIN = {"fwd": (3, 0), "bwd": (3 + 5 + 1 + 2, 8)}
+# The four groups' launch (kernels/gspn_quad_triton.py), beyond each operand and result once:
+# forward, x read by four groups; backward, x read 8x (recompute and adjoint per group), dy
+# 4x, h read 8x (h and its previous step) after being written, and each group's 4 gate
+# slots again. The groups read in different orders (columns, rows, both reversed), so these
+# re-reads span the whole map: always charged as HBM traffic.
+QUAD_AGAIN = {"fwd": (3, 0), "bwd": (7 + 3 + 8, 4)}
 
 
 def kernel_bytes(call, shape, chunk, size, metas, siblings=False, gates=None):
@@ -182,7 +208,7 @@ def kernel_bytes(call, shape, chunk, size, metas, siblings=False, gates=None):
   wide = [t for t in call["operand_shapes"] if t in four_d and int(t.split("<")[1].split("x")[3]) > c]
   # the projection slots one program reads per pixel and pass, in C-channel units: a group's
   # gl, gc, gr (then lam, u, d) in the paired kernels and in order in the others' operands
-  slots = 3 * g + 3 if _paired(call) else sum(g if i < 3 else 1 for i in range(len(wide)))
+  slots = 3 * g + 3 if _groups(call)[1] > 1 else sum(g if i < 3 else 1 for i in range(len(wide)))
   eff_p = statistics.mean(sector_efficiency(m, size, 12 * (gates or c) + 12 * c, slots, siblings) for m in metas)
   eff_x = statistics.mean(sector_efficiency(m, size, c, 1, siblings) for m in metas)
   pixels = _pixels(four_d[0]) * c * size
@@ -191,20 +217,21 @@ def kernel_bytes(call, shape, chunk, size, metas, siblings=False, gates=None):
     if t not in wide:
       total += _pixels(t) * min(int(t.split("<")[1].split("x")[3]), c) * size / eff_x
   if wide:  # both groups' slots from one operand (paired), else one operand per slot
-    total += (2 * slots if _paired(call) else slots) * _pixels(wide[0]) * c * size / eff_p
+    total += _groups(call)[1] * slots * _pixels(wide[0]) * c * size / eff_p
   again = 0.0
-  if _paired(call):
-    xs, ps = AGAIN["bwd" if "_bwd" in call["kernel"] else "fwd"]
-    ps = ps and 2 * (3 * g + 1)  # the adjoint re-reads both groups' gates and lam
+  if _groups(call)[1] > 1:
+    xs, ps = (QUAD_AGAIN if _quad(call) else AGAIN)["bwd" if "_bwd" in call["kernel"] else "fwd"]
+    ps = ps and _groups(call)[1] * (3 * g + 1)  # the adjoint re-reads each group's gates and lam
     again = pixels * (xs / eff_x + ps / eff_p)
   return total, again
 
 
-def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_step):
-  """(latency-bound seconds, resident programs per SM) of one custom call."""
+def kernel_time(registers, num_warps, programs, steps_per_program, tiles_per_step, prefetched=False):
+  """(latency-bound seconds, resident programs per SM) of one custom call; prefetched: its
+  line tiles' inputs are loaded one tile ahead (the rows layout)."""
   per_sm = max(1, min(REGISTERS_PER_SM // (max(registers, 1) * 32 * num_warps), MAX_WARPS_PER_SM // num_warps))
   waves = math.ceil(programs / (H100_SMS * per_sm))
-  return waves * steps_per_program * tiles_per_step * ROUND_TRIP_S, per_sm
+  return waves * steps_per_program * tiles_per_step * (PREFETCHED_STEP_S if prefetched else ROUND_TRIP_S), per_sm
 
 
 def measure(lowered, shape, chunk, size, gates=None):
@@ -226,14 +253,18 @@ def measure(lowered, shape, chunk, size, gates=None):
           "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once, "re_read_bytes": again,
           "l2_footprint": footprint, "halo_in_l2": footprint <= H100_L2_BYTES}
       continue
-    passes = (4 if "_bwd" in call["kernel"] else 2) if _paired(call) else 1  # scans per program
-    widen = call["kernel"].startswith("gspn_pair_fwd") or (  # kernels/core_op.py: the paired launches' tiles
-        call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
+    passes = _groups(call)[0] * (2 if "_bwd" in call["kernel"] and _groups(call)[1] > 1 else 1)  # scans per program
+    widen = call["kernel"].startswith(("gspn_pair_fwd", "gspn_quad_fwd")) or (  # kernels/core_op.py: their tiles
+        call["kernel"].startswith(("gspn_pair_bwd", "gspn_quad_bwd")) and layout.backward_widen(shape, "lr"))
     tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, widen=widen)[0]["BLOCK_L"])
-    t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles)
+    t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles,
+                            prefetched=call["kernel"].endswith("_rows_kernel"))
     loop = audit.innermost_loop(sass)
     issue += issue_time(n * call["num_warps"] * loop["instructions"] * passes * meta["CHUNK"] * tiles)
-    once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=n <= H100_SMS * per_sm, gates=gates)
+    # a pixel's other channel blocks run at once: the whole grid resident, or one group's share
+    # of it (the four groups' launch: axis 2, the slowest in launch order)
+    siblings = n // _groups(call)[1] ** _quad(call) <= H100_SMS * per_sm
+    once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=siblings, gates=gates)
     latency += t
     row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),
            "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once}
@@ -243,6 +274,9 @@ def measure(lowered, shape, chunk, size, gates=None):
       footprint = resident / n * (once + again) / 2
       row.update(l2_footprint=footprint, re_read_bytes=again, re_reads_in_l2=footprint <= H100_L2_BYTES)
       once += 0.0 if row["re_reads_in_l2"] else again
+    if _quad(call):
+      row.update(re_read_bytes=again, re_reads_in_l2=False)
+      once += again
     moved += once
     programs[f"{i}:{call['kernel']}"] = row
   return moved + xla_op_bytes(lowered, shape), latency, issue, len(audit.copied_operands(lowered)), programs

@@ -15,6 +15,11 @@ then the adjoint takes the layer's dy through the epilogue (dh = m[k] u dy) and 
 groups run both in one launch as the forward does (two launches per layer), others take
 two launches per group. XLA only runs the dW and dxp GEMMs on the gradients (dW in the
 weights' own column order).
+Where a square map's scans have too few programs to fill a GPU even at one channel per
+program (layout.quad: a global scan of a few high-resolution maps), the four groups run as
+concurrent programs of one launch each way instead (kernels/gspn_quad_triton.py): one scan
+in sequence rather than four; each group writes its own y (forward) or dx (backward), which
+XLA sums.
 Where no segment is longer than two steps (chunk 1 or 2 on both axes: GSPN's local
 blocks) the layer is a stencil (kernels/gspn_stencil_triton.py): one launch forward, one
 backward, which writes dx and all projection gradients as one group-major array, so XLA
@@ -30,13 +35,14 @@ the sharing channels and their dxp contracts with the gate weights repeated D/G 
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from kernels import gspn_layer_triton as core_kernels
-from kernels import gspn_pair_triton, gspn_stencil_triton, gspn_triton, layout
+from kernels import gspn_pair_triton, gspn_quad_triton, gspn_stencil_triton, gspn_triton, layout
 from kernels.launch import launch
 
 GROUP_DIRECTIONS = ("lr", "tb", "rl", "bt")  # as gspn_jax.ops.core
@@ -114,6 +120,10 @@ def _forward(x, xp, w, m, chunk, compute_capability, interpret):
   if layout.stencil_chunks(x.shape, chunk):
     fn = functools.partial(_stencil, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
     return _sharded(fn, x, p, m)
+  if layout.quad(x.shape, chunk):
+    fn = functools.partial(_quad, chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+    y0, y1, y2, y3 = _sharded(fn, x, p, m)
+    return y0 + y1 + y2 + y3  # in x's dtype, in the reference's order
   y = None
   for k in (0, 1):  # groups k and k + 2 scan one axis, forward and in reverse
     acc = () if y is None else (y,)
@@ -142,6 +152,39 @@ def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
   return launch(table, (x, p, m, *acc), [jax.ShapeDtypeStruct(x.shape, x.dtype)], 1, meta, grid, num_warps,
                 interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
                 OFF_NEXT=p.shape[-1] // 2, GROUP=k, **_shared(x, p))[0]
+
+
+def _quad_geometry(shape, chunk, width, backward, compute_capability):
+  """The four groups' launch (layout.quad): lr's geometry (square: every group's), grid
+  axis 2 the group; the kernels set each group's strides and direction."""
+  widen = not backward or layout.backward_widen(shape, "lr")
+  meta, grid, num_warps = _geometry(shape, "lr", chunk, 0, layout.SLOTS, width, widen=widen)
+  # the pairs' forward rule both ways, 2 elements per thread: at 1 (the pairs' sm_80 backward)
+  # a 1024-thread program has 64 registers per thread and the prefetching backward spilled
+  num_warps = _pair_warps(meta, num_warps, False, compute_capability)
+  del meta["STRIDE_S"], meta["STRIDE_L"]
+  return {**meta, "OFF_GROUP": width // 4}, (*grid, 4), num_warps
+
+
+def _quad(x, p, m, *, chunk, compute_capability, interpret):
+  """The four groups' m[k] (u h + d x), one launch."""
+  meta, grid, num_warps = _quad_geometry(x.shape, chunk, p.shape[-1], False, compute_capability)
+  return launch(gspn_quad_triton.QUAD_FORWARD, (x, p, m), [jax.ShapeDtypeStruct(x.shape, x.dtype)] * 4, 1, meta,
+                grid, num_warps, interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
+                **_shared(x, p))
+
+
+def _quad_backward(x, p, m, dy, *, chunk, compute_capability, interpret):
+  """The four groups' backward, one launch: four dx, 4 x 6 projection gradients, four dm
+  per-program sums."""
+  meta, grid, num_warps = _quad_geometry(x.shape, chunk, p.shape[-1], True, compute_capability)
+  like = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  dm = jax.ShapeDtypeStruct((*grid[:2], 1, 1), "float32")
+  scratch = jax.ShapeDtypeStruct((4 * x.shape[0], *x.shape[1:]), x.dtype)  # each group's recomputed h
+  outs = launch(gspn_quad_triton.QUAD_BACKWARD, (x, p, m, dy), [like] * 28 + [scratch] + [dm] * 4, 4, meta, grid,
+                num_warps, interpret=interpret, compute_capability=compute_capability, NORMALIZE=True,
+                NUMEL=math.prod(x.shape), **_shared(x, p))
+  return outs[:28] + outs[29:]
 
 
 def _stencil(x, p, m, *dy, chunk, compute_capability, interpret):
@@ -246,6 +289,29 @@ def _pair_backward(x, p, m, dy, *acc, k, chunk, compute_capability, interpret):
   return outs[:13] + outs[14:]
 
 
+def _scans_backward(x, p, m, dy, chunk, compute_capability, interpret):
+  """dx, each group's six projection gradients {k: [...]}, each group's dm {k: sum}."""
+  opts = dict(chunk=chunk, compute_capability=compute_capability, interpret=interpret)
+  m, dy = m.astype(x.dtype), dy.astype(x.dtype)
+  if layout.quad(x.shape, chunk):
+    outs = _sharded(functools.partial(_quad_backward, **opts), x, p, m, dy)
+    dx = sum(a.astype(jnp.float32) for a in outs[:4]).astype(x.dtype)
+    return dx, {k: outs[4 + 6 * k:10 + 6 * k] for k in range(4)}, {k: jnp.sum(outs[28 + k]) for k in range(4)}
+  dx, dm, grads = None, {}, {}
+  for k in (0, 1):
+    acc = () if dx is None else (dx,)
+    if _paired(x.shape, GROUP_DIRECTIONS[k], chunk):
+      dx, *dslices, dma, dmb = _sharded(functools.partial(_pair_backward, k=k, **opts), x, p, m, dy, *acc)
+      grads[k], grads[k + 2], dm[k], dm[k + 2] = dslices[:6], dslices[6:], jnp.sum(dma), jnp.sum(dmb)
+      continue
+    for g in (k, k + 2):
+      fn = lambda *a, g=g: _group_backward(*a[:4], a[4] if len(a) > 4 else None, g, GROUP_DIRECTIONS[g], chunk,
+                                           compute_capability, interpret)
+      dx, *dslices, dmk = _sharded(fn, x, p, m, dy, *([] if dx is None else [dx]))
+      grads[g], dm[g] = dslices, jnp.sum(dmk)
+  return dx, grads, dm
+
+
 def _bwd(chunk, compute_capability, interpret, residuals, dy):
   x, xp, w, m = residuals
   if layout.stencil_chunks(x.shape, chunk):
@@ -253,20 +319,7 @@ def _bwd(chunk, compute_capability, interpret, residuals, dy):
   d = x.shape[-1]
   gates = _gates(d, w.shape[1])
   p = _project(xp, w, x.dtype, d)
-  opts = dict(chunk=chunk, compute_capability=compute_capability, interpret=interpret)
-  dx, dm, grads = None, {}, {}  # grads[k]: group k's six projection gradients
-  for k in (0, 1):
-    acc = () if dx is None else (dx,)
-    if _paired(x.shape, GROUP_DIRECTIONS[k], chunk):
-      dx, *dslices, dma, dmb = _sharded(functools.partial(_pair_backward, k=k, **opts), x, p, m.astype(x.dtype),
-                                        dy.astype(x.dtype), *acc)
-      grads[k], grads[k + 2], dm[k], dm[k + 2] = dslices[:6], dslices[6:], jnp.sum(dma), jnp.sum(dmb)
-      continue
-    for g in (k, k + 2):
-      fn = lambda *a, g=g: _group_backward(*a[:4], a[4] if len(a) > 4 else None, g, GROUP_DIRECTIONS[g], chunk,
-                                           compute_capability, interpret)
-      dx, *dslices, dmk = _sharded(fn, x, p, m.astype(x.dtype), dy.astype(x.dtype), *([] if dx is None else [dx]))
-      grads[g], dm[g] = dslices, jnp.sum(dmk)
+  dx, grads, dm = _scans_backward(x, p, m, dy, chunk, compute_capability, interpret)
   dw, dxp = [], 0
   for i in range(6):  # gl, gc, gr, lam, u, d of group k: columns (4i + k) G, 12G + (4(i - 3) + k) D of w
     width, start = (gates, 0) if i < 3 else (d, 12 * gates - 12 * d)

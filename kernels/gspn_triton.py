@@ -152,24 +152,36 @@ def _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, dla
 
 
 @triton.jit
-def _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry, mk,
-               CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr):
-  """(g = dL/dh, dL/dx, dm's term) at one step. CORE: dh_ptr holds the layer output's
-  cotangent dy, so dL/dh = m u dy; stores du = m dy h and dd = m dy x, adds the direct
-  m d dy (and with ACC the previous groups' dx) to dx; dm's term is dy (u h + d x)."""
+def _cotangent_inputs(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, off, poff, mask, like, CORE: tl.constexpr,
+                      ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr):
+  """What _cotangent reads at a step: dh (CORE: the layer's dy), u, d, h, acc (`like`
+  stands in for what is not read)."""
+  dh = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  u, d, h, acc = like, like, like, like
   if CORE:
-    dy = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(u_ptr + (poff + OFF_U), mask=mask, other=0.0).to(tl.float32)
     d = tl.load(d_ptr + (poff + OFF_D), mask=mask, other=0.0).to(tl.float32)
     h = tl.load(h_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    g = mk * u * dy + carry
-    dx = lam * g + mk * d * dy
     if ACC:
-      dx += tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    tl.store(du_ptr + off, (mk * dy * h).to(du_ptr.dtype.element_ty), mask=mask)
-    tl.store(dd_ptr + off, (mk * dy * x).to(dd_ptr.dtype.element_ty), mask=mask)
-    return g, dx, dy * (u * h + d * x)
-  g = tl.load(dh_ptr + off, mask=mask, other=0.0).to(tl.float32) + carry
+      acc = tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  return dh, u, d, h, acc
+
+
+@triton.jit
+def _cotangent(du_ptr, dd_ptr, off, mask, x, lam, carry, mk, dh, u, d, h, acc, CORE: tl.constexpr,
+               ACC: tl.constexpr):
+  """(g = dL/dh, dL/dx, dm's term) at one step. CORE: dh is the layer output's
+  cotangent dy, so dL/dh = m u dy; stores du = m dy h and dd = m dy x, adds the direct
+  m d dy (and with ACC the previous groups' dx) to dx; dm's term is dy (u h + d x)."""
+  if CORE:
+    g = mk * u * dh + carry
+    dx = lam * g + mk * d * dh
+    if ACC:
+      dx += acc
+    tl.store(du_ptr + off, (mk * dh * h).to(du_ptr.dtype.element_ty), mask=mask)
+    tl.store(dd_ptr + off, (mk * dh * x).to(dd_ptr.dtype.element_ty), mask=mask)
+    return g, dx, dh * (u * h + d * x)
+  g = dh + carry
   return g, lam * g, g  # the last is unused without CORE
 
 
@@ -207,20 +219,33 @@ def _fwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
     up = tl.gather(h, idx_up, 0) * has_up
     dn = tl.gather(h, idx_dn, 0) * has_dn
     h = lam * x + a * up + b * h + cc * dn
-    _emit(x_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, off, poff, mask, h, x, EPILOGUE, ACC, OFF_U, OFF_D, GROUP)
+    u, d, acc = _epilogue_inputs(u_ptr, d_ptr, acc_ptr, off, poff, mask, x, EPILOGUE, ACC, OFF_U, OFF_D)
+    _emit(m_ptr, out_ptr, off, mask, h, x, u, d, acc, EPILOGUE, ACC, GROUP)
     mask, off, poff, x, lam, gl, gc, gr = mask1, off1, poff1, x1, lam1, gl1, gc1, gr1
 
 
 @triton.jit
-def _emit(x_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, off, poff, mask, h, x, EPILOGUE: tl.constexpr,
-          ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr):
-  """Stores h, or with EPILOGUE the group's merged output [acc +] m (u h + d x)."""
+def _epilogue_inputs(u_ptr, d_ptr, acc_ptr, off, poff, mask, like, EPILOGUE: tl.constexpr, ACC: tl.constexpr,
+                     OFF_U: tl.constexpr, OFF_D: tl.constexpr):
+  """u, d and (ACC) the previous groups' sum at a step: what _emit reads besides h and x
+  (`like` stands in for what is not read)."""
+  u, d, acc = like, like, like
   if EPILOGUE:
     u = tl.load(u_ptr + (poff + OFF_U), mask=mask, other=0.0).to(tl.float32)
     d = tl.load(d_ptr + (poff + OFF_D), mask=mask, other=0.0).to(tl.float32)
+    if ACC:
+      acc = tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
+  return u, d, acc
+
+
+@triton.jit
+def _emit(m_ptr, out_ptr, off, mask, h, x, u, d, acc, EPILOGUE: tl.constexpr, ACC: tl.constexpr,
+          GROUP: tl.constexpr):
+  """Stores h, or with EPILOGUE the group's merged output [acc +] m (u h + d x)."""
+  if EPILOGUE:
     y = tl.load(m_ptr + GROUP).to(tl.float32) * (u * h + d * x)
     if ACC:
-      y += tl.load(acc_ptr + off, mask=mask, other=0.0).to(tl.float32)
+      y += acc
     tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=mask)
   else:
     tl.store(out_ptr + off, h.to(out_ptr.dtype.element_ty), mask=mask)
@@ -269,8 +294,9 @@ def _bwd_tile(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
                              GATE_SHARE)
     gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, has_up, has_dn, NORMALIZE, OFF_GL,
                                               OFF_GC, OFF_GR)
-    g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam, carry,
-                                mk, CORE, ACC, OFF_U, OFF_D)
+    dh, u, d, h, acc = _cotangent_inputs(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, off, poff, mask, x, CORE, ACC, OFF_U,
+                                         OFF_D)
+    g, dx, dm_step = _cotangent(du_ptr, dd_ptr, off, mask, x, lam, carry, mk, dh, u, d, h, acc, CORE, ACC)
     if CORE:
       dm += dm_step
     # h[j-1]; zero at the segment start
@@ -316,6 +342,30 @@ def _row_tile(program_b, program_c, l0, L: tl.constexpr, C: tl.constexpr, STRIDE
 
 
 @triton.jit
+def _rows_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, acc_ptr, i, seg, S: tl.constexpr,
+                 L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+                 STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
+                 BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr,
+                 OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, EPILOGUE: tl.constexpr,
+                 ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GATE_SHARE: tl.constexpr):
+  """The rows layout's i-th line tile (step i // tiles per step, tile i % tiles): its step,
+  masks, offsets and every input that does not depend on the state (x, lambda, the gate
+  logits, u, d, acc); past the last tile everything is masked."""
+  tiles: tl.constexpr = (L + BLOCK_L - 1) // BLOCK_L
+  j = i // tiles
+  l0 = (i % tiles) * BLOCK_L
+  base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                              STRIDE_L, BLOCK_L, BLOCK_C)
+  mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
+                                  OFF_LAM)
+  goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
+                           REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, OFF_GL, OFF_GC, OFF_GR)
+  u, d, acc = _epilogue_inputs(u_ptr, d_ptr, acc_ptr, off, poff, mask, x, EPILOGUE, ACC, OFF_U, OFF_D)
+  return j, mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, u, d, acc
+
+
+@triton.jit
 def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, state_ptr,
               S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
               STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
@@ -323,30 +373,37 @@ def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr,
               OFF_D: tl.constexpr, GROUP: tl.constexpr, MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
-  """The rows layout's forward; EPILOGUE, MIRROR as in _fwd_tile."""
+  """The rows layout's forward; EPILOGUE, MIRROR as in _fwd_tile. The walk over (step,
+  line tile) is one loop whose next tile's inputs are loaded before this tile's state
+  round trip (the compiler does not pipeline it), so a step waits only on the state rows."""
   seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (2 * ROW)
-  for j in tl.range(0, CHUNK):
+  tiles: tl.constexpr = (L + BLOCK_L - 1) // BLOCK_L
+  j, mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, u, d, acc = _rows_inputs(
+      x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, acc_ptr, 0, seg, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L,
+      CHUNK, NSEG, REVERSE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, EPILOGUE, ACC, OFF_U, OFF_D,
+      GATE_SHARE)
+  for i in tl.range(0, CHUNK * tiles):
+    j1, mask1, off1, row1, up1, dn1, gmask1, x1, lam1, gl1, gc1, gr1, u1, d1, acc1 = _rows_inputs(
+        x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, acc_ptr, i + 1, seg, S, L, C, STRIDE_B, STRIDE_S,
+        STRIDE_L, CHUNK, NSEG, REVERSE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, EPILOGUE, ACC, OFF_U,
+        OFF_D, GATE_SHARE)
     read = ((j + 1) % 2) * ROW  # h[j - 1], written before the last barrier
     write = (j % 2) * ROW
-    for l0 in tl.range(0, L, BLOCK_L):
-      base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
-                                                  STRIDE_L, BLOCK_L, BLOCK_C)
-      mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
-                                      PITCH, OFF_LAM)
-      goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
-                               REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
-      gl, gc, gr, _sl, _sc, _sr, _inv, _act = _gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, up.to(tl.float32),
-                                                     dn.to(tl.float32), NORMALIZE, OFF_GL, OFF_GC, OFF_GR)
-      prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
-      h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
-      h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
-      h_dn = tl.load(state + (read + row + BLOCK_C), mask=tl.where(dn, prev, False), other=0.0)
-      h = lam * x + gl * h_up + gc * h_mid + gr * h_dn
-      _emit(x_ptr, u_ptr, d_ptr, m_ptr, acc_ptr, out_ptr, off, poff, mask, h, x, EPILOGUE, ACC, OFF_U, OFF_D, GROUP)
-      tl.store(state + (write + row), h, mask=mask)
-    tl.debug_barrier()  # the row is complete before the next step reads its neighbours
+    a, b, cc, _sl, _sc, _sr, _inv, _act = _prologue(gl, gc, gr, gmask, up.to(tl.float32), dn.to(tl.float32),
+                                                    NORMALIZE)
+    prev = tl.where(j > 0, mask, False)  # zero carry at the segment start
+    h_up = tl.load(state + (read + row - BLOCK_C), mask=tl.where(up, prev, False), other=0.0)
+    h_mid = tl.load(state + (read + row), mask=prev, other=0.0)
+    h_dn = tl.load(state + (read + row + BLOCK_C), mask=tl.where(dn, prev, False), other=0.0)
+    h = lam * x + a * h_up + b * h_mid + cc * h_dn
+    _emit(m_ptr, out_ptr, off, mask, h, x, u, d, acc, EPILOGUE, ACC, GROUP)
+    tl.store(state + (write + row), h, mask=mask)
+    if i % tiles == tiles - 1:
+      tl.debug_barrier()  # the row is complete before the next step reads its neighbours
+    j, mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, u, d, acc = (j1, mask1, off1, row1, up1, dn1, gmask1, x1,
+                                                                       lam1, gl1, gc1, gr1, u1, d1, acc1)
 
 
 @triton.jit
@@ -362,6 +419,41 @@ def gspn_fwd_rows_kernel(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, h_ptr, state_pt
 
 
 @triton.jit
+def _rows_adjoint_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, h_ptr, dh_ptr, acc_ptr, i, seg,
+                         S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
+                         STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+                         REVERSE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, PITCH: tl.constexpr,
+                         OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr,
+                         CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
+                         GATE_SHARE: tl.constexpr):
+  """The adjoint walk's i-th line tile (steps in reverse): its step, masks, offsets and
+  every input that does not depend on the carried state (x, lambda, the gate logits, the
+  _cotangent inputs, h[j - 1] at l - 1, l, l + 1)."""
+  tiles: tl.constexpr = (L + BLOCK_L - 1) // BLOCK_L
+  jj = i // tiles
+  j = CHUNK - 1 - jj
+  l0 = (i % tiles) * BLOCK_L
+  base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                              STRIDE_L, BLOCK_L, BLOCK_C)
+  mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
+                                  OFF_LAM)
+  goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
+                           REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, OFF_GL, OFF_GC, OFF_GR)
+  dh, u, d, h, acc = _cotangent_inputs(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, off, poff, mask, x, CORE, ACC, OFF_U,
+                                       OFF_D)
+  if REVERSE:
+    prev_off = off + STRIDE_S * C
+  else:
+    prev_off = off - STRIDE_S * C
+  first = tl.where(j > 0, mask, False)  # h[j-1] is zero at the segment start
+  hp_up = tl.load(h_ptr + prev_off - STRIDE_L * C, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
+  hp = tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
+  hp_dn = tl.load(h_ptr + prev_off + STRIDE_L * C, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
+  return (jj, mask, tile_mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, dh, u, d, h, acc, hp_up, hp, hp_dn)
+
+
+@triton.jit
 def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr, dh_ptr, acc_ptr,
               dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, du_ptr, dd_ptr, dm_ptr, state_ptr,
               S: tl.constexpr, L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
@@ -370,50 +462,48 @@ def _bwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, h_ptr
               PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
               OFF_LAM: tl.constexpr, CORE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
               GROUP: tl.constexpr, MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
-  """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows."""
+  """The adjoint as in _bwd_tile; step j + 1 leaves gc g, gl g, gr g in three state rows.
+  One loop over (step, line tile) as in _fwd_rows, the next tile's inputs loaded first
+  (the last tile reloads itself: no load past the segment)."""
   seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (6 * ROW)
   mk = tl.load(m_ptr + GROUP).to(tl.float32) if CORE else 1.0
   dm = tl.zeros((BLOCK_L, BLOCK_C), tl.float32)
-  for jj in tl.range(0, CHUNK):
-    j = CHUNK - 1 - jj
+  tiles: tl.constexpr = (L + BLOCK_L - 1) // BLOCK_L
+  (jj, mask, tile_mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, dh, u, d, h, acc, hp_up, hp,
+   hp_dn) = _rows_adjoint_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, h_ptr, dh_ptr, acc_ptr, 0, seg,
+                                 S, L, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, BLOCK_L, BLOCK_C, PITCH,
+                                 OFF_GL, OFF_GC, OFF_GR, OFF_LAM, CORE, ACC, OFF_U, OFF_D, GATE_SHARE)
+  for i in tl.range(0, CHUNK * tiles):
+    (jj1, mask1, tile_mask1, off1, row1, up1, dn1, gmask1, x1, lam1, gl1, gc1, gr1, dh1, u1, d1, h1, acc1, hp_up1, hp1,
+     hp_dn1) = _rows_adjoint_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, h_ptr, dh_ptr, acc_ptr,
+                                    tl.minimum(i + 1, CHUNK * tiles - 1), seg, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L,
+                                    CHUNK, NSEG, REVERSE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
+                                    CORE, ACC, OFF_U, OFF_D, GATE_SHARE)
     read = state + ((jj + 1) % 2) * (3 * ROW)
     write = state + (jj % 2) * (3 * ROW)
-    for l0 in tl.range(0, L, BLOCK_L):
-      base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
-                                                  STRIDE_L, BLOCK_L, BLOCK_C)
-      mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C,
-                                      PITCH, OFF_LAM)
-      if REVERSE:
-        prev_off = off + STRIDE_S * C
-      else:
-        prev_off = off - STRIDE_S * C
-      has_up = up.to(tl.float32)
-      has_dn = dn.to(tl.float32)
-      goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
-                               REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
-      gl, gc, gr, sl, sc, sr, inv, act = _gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, has_up, has_dn, NORMALIZE,
-                                                OFF_GL, OFF_GC, OFF_GR)
-      nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
-      carry = (tl.load(read + row, mask=nxt, other=0.0)
-               + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
-               + tl.load(read + 2 * ROW + row - BLOCK_C, mask=tl.where(up, nxt, False), other=0.0))
-      g, dx, dm_step = _cotangent(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, du_ptr, dd_ptr, off, poff, mask, x, lam,
-                                  carry, mk, CORE, ACC, OFF_U, OFF_D)
-      if CORE:
-        dm += dm_step
-      first = tl.where(j > 0, mask, False)  # h[j-1] is zero at the segment start
-      dgl = g * tl.load(h_ptr + prev_off - STRIDE_L * C, mask=tl.where(up, first, False), other=0.0).to(tl.float32)
-      dgc = g * tl.load(h_ptr + prev_off, mask=first, other=0.0).to(tl.float32)
-      dgr = g * tl.load(h_ptr + prev_off + STRIDE_L * C, mask=tl.where(dn, first, False), other=0.0).to(tl.float32)
-      _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, x * g, dgl, dgc, dgr,
-                   (gl, gc, gr, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
-      # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
-      tl.store(write + row, gc * g, mask=tile_mask)
-      tl.store(write + ROW + row, gl * g, mask=tile_mask)
-      tl.store(write + 2 * ROW + row, gr * g, mask=tile_mask)
-    tl.debug_barrier()
+    has_up = up.to(tl.float32)
+    has_dn = dn.to(tl.float32)
+    a, b, cc, sl, sc, sr, inv, act = _prologue(gl, gc, gr, gmask, has_up, has_dn, NORMALIZE)
+    nxt = tl.where(jj > 0, mask, False)  # zero past the segment end
+    carry = (tl.load(read + row, mask=nxt, other=0.0)
+             + tl.load(read + ROW + row + BLOCK_C, mask=tl.where(dn, nxt, False), other=0.0)
+             + tl.load(read + 2 * ROW + row - BLOCK_C, mask=tl.where(up, nxt, False), other=0.0))
+    g, dx, dm_step = _cotangent(du_ptr, dd_ptr, off, mask, x, lam, carry, mk, dh, u, d, h, acc, CORE, ACC)
+    if CORE:
+      dm += dm_step
+    _store_grads(dx_ptr, dgl_ptr, dgc_ptr, dgr_ptr, dlam_ptr, off, mask, dx, x * g, g * hp_up, g * hp, g * hp_dn,
+                 (a, b, cc, sl, sc, sr, inv, act), has_up, has_dn, NORMALIZE)
+    # every step writes its rows (zeros past the scan's end), so the next one never reads stale state
+    tl.store(write + row, b * g, mask=tile_mask)
+    tl.store(write + ROW + row, a * g, mask=tile_mask)
+    tl.store(write + 2 * ROW + row, cc * g, mask=tile_mask)
+    if i % tiles == tiles - 1:
+      tl.debug_barrier()
+    (jj, mask, tile_mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, dh, u, d, h, acc, hp_up, hp,
+     hp_dn) = (jj1, mask1, tile_mask1, off1, row1, up1, dn1, gmask1, x1, lam1, gl1, gc1, gr1, dh1, u1, d1, h1, acc1,
+               hp_up1, hp1, hp_dn1)
   if CORE:
     tl.store(dm_ptr + program, tl.sum(tl.sum(dm, 1), 0))
 

@@ -14,6 +14,8 @@ hits, bench/kernel_predict.py). A layer whose segments are at most two steps lon
 stencil instead (stencil_geometry: blocks of pixels of one parity class x channels).
 """
 
+import math
+
 DIRECTIONS = ("lr", "rl", "tb", "bt")
 TILE_ELEMENTS = 2048  # fp32 state per program (registers): line x channel block
 MAX_BLOCK_C = 64
@@ -68,6 +70,22 @@ def geometry(shape, direction, chunk, rows_tile=ROWS_TILE, pitch=None, offsets=N
   return meta, (b * nseg, -(-c // block_c)), num_warps
 
 
+# The four groups at once while a paired launch would have fewer programs than this: there
+# its four scans in sequence take longer than the four groups' extra traffic (x read by
+# each, four outputs summed); at 1K^2 x 8 ch the performance model (bench/kernel_predict.py)
+# puts the crossover between batch 8 (64 programs) and 16 (128).
+QUAD_MAX_PROGRAMS = MIN_PROGRAMS // 2
+
+
+def quad(shape, chunk):
+  """Whether a layer's four groups run as concurrent programs of one launch
+  (kernels/gspn_quad_triton.py): a square map in the rows layout whose grid, narrowed to
+  one channel per program, has fewer than QUAD_MAX_PROGRAMS programs (each program waits a
+  round trip per step; the paired launches would run four scans in sequence)."""
+  meta, grid, _ = geometry(shape, "lr", chunk)
+  return shape[1] == shape[2] and meta["KERNEL"] == "rows" and grid[0] * grid[1] < QUAD_MAX_PROGRAMS
+
+
 def backward_widen(shape, direction):
   """Whether a paired backward takes the narrowed rows layout's doubled tile (geometry's
   widen): where that tile holds the whole line, i.e. one tile per step (1024-element
@@ -92,7 +110,7 @@ def core_offsets(d, group, gates=None):
 
 def state_size(meta, grid, rows):
   """fp32 elements of the rows layout's state: 2 slots x `rows` rows per program."""
-  return grid[0] * grid[1] * 2 * rows * meta["ROW"]
+  return math.prod(grid) * 2 * rows * meta["ROW"]
 
 
 STENCIL_ELEMENTS = 512  # pixels x channels per stencil program (8 warps, 2 per thread)
@@ -107,11 +125,16 @@ def stencil_chunks(shape, chunk):
   return n if max(n) <= 2 else None
 
 
+def stencil_blocks(c):
+  """(BLOCK_P pixels, BLOCK_C channels) of a stencil program at C channels."""
+  block_c = min(next_pow2(c), STENCIL_BLOCK_C)
+  return max(1, STENCIL_ELEMENTS // block_c), block_c
+
+
 def stencil_geometry(shape, chunk):
   """(constexpr kwargs incl. KERNEL, grid, num_warps) of the stencil kernels."""
   b, h, w, c = shape
-  block_c = min(next_pow2(c), STENCIL_BLOCK_C)
-  block_p = max(1, STENCIL_ELEMENTS // block_c)
+  block_p, block_c = stencil_blocks(c)
   chunk_w, chunk_h = stencil_chunks(shape, chunk)
   meta = dict(KERNEL="stencil", H=h, W=w, C=c, CHUNK_W=chunk_w, CHUNK_H=chunk_h, BLOCK_P=block_p, BLOCK_C=block_c)
   pixel_blocks = -(-((h + 1) // 2 * ((w + 1) // 2)) // block_p)  # per parity class (row, column)
@@ -123,6 +146,6 @@ def stencil_gate_width(shape, gates):
   """Channels per gate slot of the stencil's projection gradient (gspn_stencil_bwd_kernel):
   per channel (C), or where a program's channel block lies in one of the `gates` shared
   gates, one partial sum per channel block."""
-  c, block_c = shape[-1], stencil_geometry(shape, 2)[0]["BLOCK_C"]
-  share = c // gates
+  c = shape[-1]
+  block_c, share = stencil_blocks(c)[1], c // gates
   return -(-c // block_c) if share >= c or share % block_c == 0 else c

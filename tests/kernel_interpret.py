@@ -103,6 +103,8 @@ def core_case(shape, chunk, dtype, seed=0, gates=None):
   paired = [core_op._paired(shape, dr, chunk) for dr in ("lr", "tb")]  # one launch for lr + rl, for tb + bt
   if layout.stencil_chunks(shape, chunk):  # the whole layer in one launch
     layouts, paired = {"stencil"}, None
+  elif layout.quad(shape, chunk):  # the four groups as concurrent programs of one launch each way
+    layouts, paired = {"quad"}, None
   return {"op": "gspn_core", "shape": shape, "layout": "+".join(sorted(layouts)), "chunk": chunk, "paired": paired,
           "gates": gates, "dtype": str(jnp.dtype(dtype)), "fwd": rel_err(f32(y_t), f32(y_r)),
           "bwd": max(rel_err(f32(a), f32(b)) for a, b in zip(g_t, g_r))}
@@ -135,6 +137,10 @@ def main():
                               ((1, 5, 7, 3), 1, jnp.float32), ((1, 2, 2, 3), None, jnp.float32),
                               ((2, 7, 5, 3), 2, jnp.bfloat16), ((2, 5, 6, 3), 3, jnp.float32),
                               ((2, 6, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), None, jnp.float32)):
+    results.append(core_case(shape, chunk, jnp.dtype(dtype)))
+  # a square map whose rows-layout grid stays below layout.MIN_PROGRAMS: the four groups at
+  # once (lines of 33, one or two one-channel programs per group; 11 segments; bf16)
+  for shape, chunk, dtype in (((1, 33, 33, 1), 3, jnp.float32), ((1, 33, 33, 2), None, jnp.bfloat16)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))
   # channel-shared gates. One triple per pixel and group (a [BLOCK_L, 1] gate column): lr + rl
   # paired in the rows layout (lines of 34), tb and bt alone in the tile layout (34 % 3 != 0).

@@ -38,7 +38,8 @@ def test_train_and_sampling_steps_lower_for_cuda_per_shard(report):
 def test_benchmark_shapes_compile_without_spills_or_replicated_warps(report):
   bench = [r for r in report if "mesh_devices" not in r]
   kernels = {f"gspn_pair_{k}{layout}_kernel" for k in ("fwd", "fwd_acc", "bwd", "bwd_acc") for layout in ("", "_rows")}
-  kernels |= {"gspn_stencil_fwd_kernel", "gspn_stencil_bwd_kernel"}
+  kernels |= {"gspn_stencil_fwd_kernel", "gspn_stencil_bwd_kernel", "gspn_quad_fwd_rows_kernel",
+              "gspn_quad_bwd_rows_kernel"}
   assert {r["kernel"] for r in bench} == kernels  # a GSPN layer at one shape per layout class
   for r in bench:
     assert r["gate_copies"] == 0, r
@@ -92,6 +93,22 @@ def test_stencil_is_one_launch_each_way_on_the_projection_in_place():
   assert calls[0]["operand_shapes"][1].startswith("tensor<2x4x5x384x"), calls[0]["operand_shapes"]
   # the backward: dx, the 24 projection gradients as one group-major array, dm's per-program sums
   assert [t.split("<")[1].rsplit("x", 1)[0] for t in calls[1]["result_shapes"][:2]] == ["2x4x5x16", "2x4x5x384"]
+
+
+def test_four_groups_run_at_once_on_a_square_map_with_few_programs():
+  from kernels import audit
+
+  lowered = _lowered_layer("aligned", hw=(512, 512), chunk=None)  # 2 maps x 16 one-channel programs per group
+  calls = audit.triton_calls(lowered)
+  assert [c["kernel"] for c in calls] == ["gspn_quad_fwd_rows_kernel", "gspn_quad_bwd_rows_kernel"]
+  assert audit.copied_operands(lowered) == []
+  fwd, bwd = calls
+  assert fwd["grid"] == [2, 16, 4] and bwd["grid"] == [2, 16, 4]  # axis 2: the group
+  assert fwd["operand_shapes"][1].startswith("tensor<2x512x512x384x"), fwd["operand_shapes"]  # in place
+  image = lambda shapes: [t.split("<")[1].rsplit("x", 1)[0] for t in shapes if t.count("x") == 4]
+  assert image(fwd["result_shapes"]) == ["2x512x512x16"] * 4  # each group's m (u h + d x)
+  # four dx, 4 x 6 projection gradients, the recomputed h of all four groups, four dm sums
+  assert image(bwd["result_shapes"]) == ["2x512x512x16"] * 28 + ["8x512x512x16"] + ["2x16x1x1"] * 4
 
 
 def test_layer_forward_never_stores_h():

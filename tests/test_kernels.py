@@ -37,12 +37,15 @@ def test_fused_gspn_layer_matches_the_reference(interpreter_report):
   # the in-place reads, the u h + d x epilogue and merge, the recomputing backward; x's dtype
   core = [r for r in interpreter_report if r.get("op") == "gspn_core"]
   assert {r["chunk"] for r in core} == {1, 2, 3, None}
-  assert {r["layout"] for r in core} == {"stencil", "tile", "rows+tile"}
+  assert {r["layout"] for r in core} == {"stencil", "tile", "rows+tile", "quad"}
+  # a few square high-resolution-like maps: the four groups at once (segments, global, bf16)
+  quad = [r for r in core if r["layout"] == "quad"]
+  assert {r["chunk"] for r in quad} == {3, None} and {r["dtype"] for r in quad} == {"float32", "bfloat16"}
   # segments of at most two steps: the stencil (chunk 1 and 2, a global scan over 2 x 2, bf16)
   stencil = [r for r in core if r["layout"] == "stencil"]
   assert {r["chunk"] for r in stencil} == {1, 2, None} and {r["dtype"] for r in stencil} == {"float32", "bfloat16"}
   # longer ones: both axes' groups paired in one launch (tile and rows layouts, mirrored segments), and alone
-  scans = [r for r in core if r["layout"] != "stencil"]
+  scans = [r for r in core if r["layout"] not in ("stencil", "quad")]
   assert {tuple(r["paired"]) for r in scans} == {(True, False), (True, True), (False, True)}
   assert any(r["layout"] == "rows+tile" and r["paired"] == [True, True] for r in scans)
   for r in core:
