@@ -254,9 +254,10 @@ def measure(lowered, shape, chunk, size, gates=None):
           "l2_footprint": footprint, "halo_in_l2": footprint <= H100_L2_BYTES}
       continue
     passes = _groups(call)[0] * (2 if "_bwd" in call["kernel"] and _groups(call)[1] > 1 else 1)  # scans per program
-    widen = call["kernel"].startswith(("gspn_pair_fwd", "gspn_quad_fwd")) or (  # kernels/core_op.py: their tiles
-        call["kernel"].startswith(("gspn_pair_bwd", "gspn_quad_bwd")) and layout.backward_widen(shape, "lr"))
-    tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, widen=widen)[0]["BLOCK_L"])
+    widen = call["kernel"].startswith(("gspn_pair_fwd", "gspn_quad")) or (  # kernels/core_op.py: their tiles
+        call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
+    rows_tile = layout.quad_tile("_bwd" in call["kernel"]) if _quad(call) else layout.ROWS_TILE
+    tiles = -(-meta["L"] // layout.geometry(shape, "lr", chunk, rows_tile, widen=widen)[0]["BLOCK_L"])
     t, per_sm = kernel_time(stats["registers"], call["num_warps"], n, passes * meta["CHUNK"], tiles,
                             prefetched=call["kernel"].endswith("_rows_kernel"))
     loop = audit.innermost_loop(sass)

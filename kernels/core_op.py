@@ -96,11 +96,12 @@ def _sharded(fn, *arrays):
                        check_vma=False)(*arrays)
 
 
-def _geometry(shape, direction, chunk, k, names, width, widen=False):
+def _geometry(shape, direction, chunk, k, names, width, widen=False, rows_tile=layout.ROWS_TILE):
   """The launch geometry of group k reading a projection `width` channels wide in place."""
   d = shape[-1]
   offsets = layout.core_offsets(d, k, _gates(d, width))
-  return layout.geometry(shape, direction, chunk, pitch=width, offsets={n: offsets[n] for n in names}, widen=widen)
+  return layout.geometry(shape, direction, chunk, rows_tile, pitch=width, offsets={n: offsets[n] for n in names},
+                         widen=widen)
 
 
 def _shared(x, p):
@@ -156,9 +157,11 @@ def _pair(x, p, m, *acc, k, chunk, compute_capability, interpret):
 
 def _quad_geometry(shape, chunk, width, backward, compute_capability):
   """The four groups' launch (layout.quad): lr's geometry (square: every group's), grid
-  axis 2 the group; the kernels set each group's strides and direction."""
-  widen = not backward or layout.backward_widen(shape, "lr")
-  meta, grid, num_warps = _geometry(shape, "lr", chunk, 0, layout.SLOTS, width, widen=widen)
+  axis 2 the group; the kernels set each group's strides and direction. Line tiles of
+  layout.quad_tile, doubled (the one-channel programs' widening, both ways: one program per
+  group leaves the backward the registers that a pair's two passes lacked at 4K lines)."""
+  meta, grid, num_warps = _geometry(shape, "lr", chunk, 0, layout.SLOTS, width, widen=True,
+                                    rows_tile=layout.quad_tile(backward))
   # the pairs' forward rule both ways, 2 elements per thread: at 1 (the pairs' sm_80 backward)
   # a 1024-thread program has 64 registers per thread and the prefetching backward spilled
   num_warps = _pair_warps(meta, num_warps, False, compute_capability)

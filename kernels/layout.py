@@ -86,6 +86,13 @@ def quad(shape, chunk):
   return shape[1] == shape[2] and meta["KERNEL"] == "rows" and grid[0] * grid[1] < QUAD_MAX_PROGRAMS
 
 
+def quad_tile(backward):
+  """The four groups' launch's rows_tile (geometry(..., widen=True) doubles it): the
+  forward walks its lines in 2048-element tiles on 32 warps (half the tiles per step of 2K
+  and 4K lines), the backward in 1024-element tiles on 16 (no spills on sm_90 or sm_80)."""
+  return ROWS_TILE if backward else 2 * ROWS_TILE
+
+
 def backward_widen(shape, direction):
   """Whether a paired backward takes the narrowed rows layout's doubled tile (geometry's
   widen): where that tile holds the whole line, i.e. one tile per step (1024-element

@@ -114,6 +114,36 @@ def test_triton_matches_reference_on_gpu(dtype, direction, chunk, normalize):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape, chunk", [
+    ((2, 7, 6, 40), 2),  # the stencil
+    ((3, 13, 18, 70), 3),  # tile layout: lr + rl paired (18 % 3 == 0), tb and bt alone (13 % 3 != 0)
+    ((1, 300, 40, 3), None),  # rows layout, narrowed, paired (not square)
+    ((1, 200, 200, 2), None),  # the four groups at once (square, few programs)
+])
+def test_gspn_layer_matches_reference_on_gpu(dtype, shape, chunk):
+  from gspn_jax.ops import gspn_core
+
+  b, h, w, d = shape
+  r = max(1, d // 4)
+  ks = jax.random.split(jax.random.key(0), 8)
+  args = (jax.random.normal(ks[0], shape, dtype), jax.random.normal(ks[1], (b, h, w, r), dtype),
+          jax.random.normal(ks[2], (r, 12 * d)), *(0.5 * jax.random.normal(k, (r, 4 * d)) for k in ks[3:6]),
+          jax.random.normal(ks[6], (4,)))
+  ct = jax.random.normal(ks[7], shape, dtype)
+
+  def run(impl, args):
+    f = jax.jit(lambda *a: gspn_core(*a, chunk=chunk, merge="aligned", impl=impl))
+    y, vjp = jax.vjp(f, *args)
+    return [np.asarray(a.astype(jnp.float32)) for a in (y, *vjp(ct.astype(y.dtype)))]
+
+  tol = 1e-5 if dtype == jnp.float32 else 3e-2  # bf16 against the reference in fp32
+  for got, want in zip(run("triton", args), run("reference", [a.astype(jnp.float32) for a in args])):
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("merge", ["aligned", "released"])
 def test_gspn_model_gradients_on_gpu(merge):
   from flax import nnx
