@@ -162,8 +162,7 @@ def _quad_geometry(shape, chunk, width, backward, compute_capability):
   group leaves the backward the registers that a pair's two passes lacked at 4K lines)."""
   meta, grid, num_warps = _geometry(shape, "lr", chunk, 0, layout.SLOTS, width, widen=True,
                                     rows_tile=layout.quad_tile(backward))
-  # the pairs' forward rule both ways, 2 elements per thread: at 1 (the pairs' sm_80 backward)
-  # a 1024-thread program has 64 registers per thread and the prefetching backward spilled
+  # 2 elements per thread both ways (one pass per program: the backward fits 128 registers)
   num_warps = _pair_warps(meta, num_warps, False, compute_capability)
   del meta["STRIDE_S"], meta["STRIDE_L"]
   return {**meta, "OFF_GROUP": width // 4}, (*grid, 4), num_warps
@@ -224,14 +223,15 @@ def _pair_warps(meta, num_warps, backward, compute_capability):
   compiler audit (bench/kernel_audit.py): at the others ptxas spills a few bytes of these
   two-pass kernels, e.g. the forward's at 4 warps on 1024-element tiles, at 8 on 32 x 64
   tiles, at 4 on 64 x 32 (XL/2 at 1024 px, fp32); on
-  sm_80 the backward's at 4 warps on 1024-element tiles and the rows backward (fp32) at
-  4 and 8 warps, so sm_80 gives those backwards twice the warps; its tile backward at
-  2 warps on a 64-element tile (the digits model's 4 x 4 tokens), so that one runs on 1."""
+  sm_80 the tile backward's at 4 warps on 1024-element tiles, so it gets twice the warps,
+  and at 2 warps on a 64-element tile (the digits model's 4 x 4 tokens), so that one runs
+  on 1. The rows backward, which loads a tile ahead, runs 4 elements per thread (~250
+  registers): at 2 its 128-register cap spilled 4-8 bytes on sm_80, at 1 its 64."""
   meta.pop("REVERSE")
   elements = meta["BLOCK_L"] * meta["BLOCK_C"]
   sm80 = backward and _capability(compute_capability) < 90
-  if meta["KERNEL"] == "rows":  # 2 elements per thread (1 on sm_80's backward)
-    return (elements // 32 if sm80 else elements // 64) if elements >= 512 else num_warps
+  if meta["KERNEL"] == "rows":
+    return (elements // 128 if backward else elements // 64) if elements >= 512 else num_warps
   if not backward and meta["BLOCK_C"] >= 8 and elements >= 1024:
     return 8 if elements == 1024 or meta["BLOCK_L"] >= 64 else 4
   if sm80 and elements in (64, 1024):

@@ -24,20 +24,14 @@ from kernels.gspn_triton import _bwd_rows, _fwd_rows
 
 @triton.jit
 def _group_fwd(x_ptr, p_ptr, m_ptr, y_ptr, state, S: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr,
-               ALONG_W: tl.constexpr, REVERSE: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
+               STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr, REVERSE: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr,
                NORMALIZE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr,
                PITCH: tl.constexpr, OFF: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
                OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
                GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """Group GROUP's m (u h + d x) into y_ptr; its slots at OFF_* + OFF."""
-  if ALONG_W:  # lr / rl: steps along W, lines along H
-    stride_s: tl.constexpr = 1
-    stride_l: tl.constexpr = S
-  else:
-    stride_s: tl.constexpr = S
-    stride_l: tl.constexpr = 1
-  _fwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, x_ptr, y_ptr, state, S, S, C, STRIDE_B, stride_s,
-            stride_l, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL + OFF, OFF_GC + OFF,
+  _fwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, x_ptr, y_ptr, state, S, S, C, STRIDE_B, STRIDE_S,
+            STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GL + OFF, OFF_GC + OFF,
             OFF_GR + OFF, OFF_LAM + OFF, True, False, OFF_U + OFF, OFF_D + OFF, GROUP, False, GATE_SHARE)
 
 
@@ -49,45 +43,40 @@ def gspn_quad_fwd_rows_kernel(x_ptr, p_ptr, m_ptr, y0, y1, y2, y3, state_ptr, S:
                               OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr,
                               OFF_GROUP: tl.constexpr, GATE_SHARE: tl.constexpr):
   """y_k = m[k] (u h + d x) of group k = program_id(2); OFF_*: group 0's slots, group k's
-  k OFF_GROUP further."""
+  k OFF_GROUP further. Strides in pixels: lr / rl step along W (1) over lines along H (W =
+  S), tb / bt the other way."""
   k = tl.program_id(2)
   state = state_ptr + k.to(tl.int64) * (tl.num_programs(0) * tl.num_programs(1) * (2 * ROW))
   if k == 0:
-    _group_fwd(x_ptr, p_ptr, m_ptr, y0, state, S, C, STRIDE_B, True, False, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
+    _group_fwd(x_ptr, p_ptr, m_ptr, y0, state, S, C, STRIDE_B, 1, S, False, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
                ROW, PITCH, 0, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, 0, GATE_SHARE)
   elif k == 1:
-    _group_fwd(x_ptr, p_ptr, m_ptr, y1, state, S, C, STRIDE_B, False, False, CHUNK, NSEG, NORMALIZE, BLOCK_L,
+    _group_fwd(x_ptr, p_ptr, m_ptr, y1, state, S, C, STRIDE_B, S, 1, False, CHUNK, NSEG, NORMALIZE, BLOCK_L,
                BLOCK_C, ROW, PITCH, OFF_GROUP, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, 1, GATE_SHARE)
   elif k == 2:
-    _group_fwd(x_ptr, p_ptr, m_ptr, y2, state, S, C, STRIDE_B, True, True, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
+    _group_fwd(x_ptr, p_ptr, m_ptr, y2, state, S, C, STRIDE_B, 1, S, True, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
                ROW, PITCH, 2 * OFF_GROUP, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, 2, GATE_SHARE)
   else:
-    _group_fwd(x_ptr, p_ptr, m_ptr, y3, state, S, C, STRIDE_B, False, True, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
+    _group_fwd(x_ptr, p_ptr, m_ptr, y3, state, S, C, STRIDE_B, S, 1, True, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C,
                ROW, PITCH, 3 * OFF_GROUP, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U, OFF_D, 3, GATE_SHARE)
 
 
 @triton.jit
 def _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx_ptr, dgl, dgc, dgr, dlam, du, dd, h_ptr, dm_ptr, state,
-               S: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, ALONG_W: tl.constexpr,
-               REVERSE: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, NORMALIZE: tl.constexpr,
+               S: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
+               STRIDE_L: tl.constexpr, REVERSE: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, NORMALIZE: tl.constexpr,
                BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, ROW: tl.constexpr, PITCH: tl.constexpr,
                OFF: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr, OFF_GR: tl.constexpr,
                OFF_LAM: tl.constexpr, OFF_U: tl.constexpr, OFF_D: tl.constexpr, GROUP: tl.constexpr,
                GATE_SHARE: tl.constexpr):
   """Group GROUP's h recomputed into h_ptr (the forward's two state rows after the
   adjoint's six), then its adjoint."""
-  if ALONG_W:  # lr / rl: steps along W, lines along H
-    stride_s: tl.constexpr = 1
-    stride_l: tl.constexpr = S
-  else:
-    stride_s: tl.constexpr = S
-    stride_l: tl.constexpr = 1
   programs = tl.num_programs(0) * tl.num_programs(1)
   _fwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, x_ptr, x_ptr, x_ptr, x_ptr, h_ptr, state + programs * (6 * ROW), S, S,
-            C, STRIDE_B, stride_s, stride_l, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH,
+            C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH,
             OFF_GL + OFF, OFF_GC + OFF, OFF_GR + OFF, OFF_LAM + OFF, False, False, 0, 0, 0, False, GATE_SHARE)
   _bwd_rows(x_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, p_ptr, m_ptr, h_ptr, dy_ptr, x_ptr, dx_ptr, dgl, dgc, dgr, dlam,
-            du, dd, dm_ptr, state, S, S, C, STRIDE_B, stride_s, stride_l, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L,
+            du, dd, dm_ptr, state, S, S, C, STRIDE_B, STRIDE_S, STRIDE_L, CHUNK, NSEG, REVERSE, NORMALIZE, BLOCK_L,
             BLOCK_C, ROW, PITCH, OFF_GL + OFF, OFF_GC + OFF, OFF_GR + OFF, OFF_LAM + OFF, True, False, OFF_U + OFF,
             OFF_D + OFF, GROUP, False, GATE_SHARE)
 
@@ -106,19 +95,19 @@ def gspn_quad_bwd_rows_kernel(
   state = state_ptr + k.to(tl.int64) * (tl.num_programs(0) * tl.num_programs(1) * (8 * ROW))
   h = h_ptr + k.to(tl.int64) * NUMEL
   if k == 0:
-    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx0, gl0, gc0, gr0, lam0, u0, d0, h, dm0, state, S, C, STRIDE_B, True,
+    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx0, gl0, gc0, gr0, lam0, u0, d0, h, dm0, state, S, C, STRIDE_B, 1, S,
                False, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, 0, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, OFF_U,
                OFF_D, 0, GATE_SHARE)
   elif k == 1:
-    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx1, gl1, gc1, gr1, lam1, u1, d1, h, dm1, state, S, C, STRIDE_B, False,
+    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx1, gl1, gc1, gr1, lam1, u1, d1, h, dm1, state, S, C, STRIDE_B, S, 1,
                False, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, OFF_GROUP, OFF_GL, OFF_GC, OFF_GR, OFF_LAM,
                OFF_U, OFF_D, 1, GATE_SHARE)
   elif k == 2:
-    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx2, gl2, gc2, gr2, lam2, u2, d2, h, dm2, state, S, C, STRIDE_B, True,
+    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx2, gl2, gc2, gr2, lam2, u2, d2, h, dm2, state, S, C, STRIDE_B, 1, S,
                True, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, 2 * OFF_GROUP, OFF_GL, OFF_GC, OFF_GR,
                OFF_LAM, OFF_U, OFF_D, 2, GATE_SHARE)
   else:
-    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx3, gl3, gc3, gr3, lam3, u3, d3, h, dm3, state, S, C, STRIDE_B, False,
+    _group_bwd(x_ptr, p_ptr, m_ptr, dy_ptr, dx3, gl3, gc3, gr3, lam3, u3, d3, h, dm3, state, S, C, STRIDE_B, S, 1,
                True, CHUNK, NSEG, NORMALIZE, BLOCK_L, BLOCK_C, ROW, PITCH, 3 * OFF_GROUP, OFF_GL, OFF_GC, OFF_GR,
                OFF_LAM, OFF_U, OFF_D, 3, GATE_SHARE)
 

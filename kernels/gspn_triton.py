@@ -342,6 +342,24 @@ def _row_tile(program_b, program_c, l0, L: tl.constexpr, C: tl.constexpr, STRIDE
 
 
 @triton.jit
+def _rows_tile_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, j, l0, seg, S: tl.constexpr, L: tl.constexpr,
+                      C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr, STRIDE_L: tl.constexpr,
+                      CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr,
+                      BLOCK_C: tl.constexpr, PITCH: tl.constexpr, OFF_GL: tl.constexpr, OFF_GC: tl.constexpr,
+                      OFF_GR: tl.constexpr, OFF_LAM: tl.constexpr, GATE_SHARE: tl.constexpr):
+  """Step j's line tile at l0 in the rows layout: its masks, state-row and image offsets,
+  and its x, lambda and gate logits."""
+  base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
+                                              STRIDE_L, BLOCK_L, BLOCK_C)
+  mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
+                                  OFF_LAM)
+  goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
+                           REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
+  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, OFF_GL, OFF_GC, OFF_GR)
+  return tile_mask, row, up, dn, mask, off, poff, gmask, x, lam, gl, gc, gr
+
+
+@triton.jit
 def _rows_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, acc_ptr, i, seg, S: tl.constexpr,
                  L: tl.constexpr, C: tl.constexpr, STRIDE_B: tl.constexpr, STRIDE_S: tl.constexpr,
                  STRIDE_L: tl.constexpr, CHUNK: tl.constexpr, NSEG: tl.constexpr, REVERSE: tl.constexpr,
@@ -353,14 +371,9 @@ def _rows_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, acc_ptr, 
   logits, u, d, acc); past the last tile everything is masked."""
   tiles: tl.constexpr = (L + BLOCK_L - 1) // BLOCK_L
   j = i // tiles
-  l0 = (i % tiles) * BLOCK_L
-  base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
-                                              STRIDE_L, BLOCK_L, BLOCK_C)
-  mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
-                                  OFF_LAM)
-  goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
-                           REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
-  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, OFF_GL, OFF_GC, OFF_GR)
+  tile_mask, row, up, dn, mask, off, poff, gmask, x, lam, gl, gc, gr = _rows_tile_inputs(
+      x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, j, (i % tiles) * BLOCK_L, seg, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L,
+      CHUNK, NSEG, REVERSE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, GATE_SHARE)
   u, d, acc = _epilogue_inputs(u_ptr, d_ptr, acc_ptr, off, poff, mask, x, EPILOGUE, ACC, OFF_U, OFF_D)
   return j, mask, off, row, up, dn, gmask, x, lam, gl, gc, gr, u, d, acc
 
@@ -432,14 +445,9 @@ def _rows_adjoint_inputs(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, h
   tiles: tl.constexpr = (L + BLOCK_L - 1) // BLOCK_L
   jj = i // tiles
   j = CHUNK - 1 - jj
-  l0 = (i % tiles) * BLOCK_L
-  base, c, tile_mask, row, up, dn = _row_tile(tl.program_id(0) // NSEG, tl.program_id(1), l0, L, C, STRIDE_B,
-                                              STRIDE_L, BLOCK_L, BLOCK_C)
-  mask, off, poff, x, lam = _step(x_ptr, lam_ptr, base, c, tile_mask, seg, j, S, CHUNK, REVERSE, STRIDE_S, C, PITCH,
-                                  OFF_LAM)
-  goff, gmask = _gate_tile(poff, mask, c, base, (l0 + tl.arange(0, BLOCK_L) < L)[:, None], seg, j, S, CHUNK,
-                           REVERSE, STRIDE_S, PITCH, C, BLOCK_C, GATE_SHARE)
-  gl, gc, gr = _load_gates(gl_ptr, gc_ptr, gr_ptr, goff, gmask, OFF_GL, OFF_GC, OFF_GR)
+  tile_mask, row, up, dn, mask, off, poff, gmask, x, lam, gl, gc, gr = _rows_tile_inputs(
+      x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, j, (i % tiles) * BLOCK_L, seg, S, L, C, STRIDE_B, STRIDE_S, STRIDE_L,
+      CHUNK, NSEG, REVERSE, BLOCK_L, BLOCK_C, PITCH, OFF_GL, OFF_GC, OFF_GR, OFF_LAM, GATE_SHARE)
   dh, u, d, h, acc = _cotangent_inputs(dh_ptr, u_ptr, d_ptr, h_ptr, acc_ptr, off, poff, mask, x, CORE, ACC, OFF_U,
                                        OFF_D)
   if REVERSE:
