@@ -15,7 +15,8 @@ The "rows" layout serves long lines (few channels, high resolution), where tl.ga
 would hold the whole line in one warp, replicate it over the others and spill: each step
 walks the line in BLOCK_L x BLOCK_C tiles and takes the previous step's state h[j - 1] at
 l - 1, l, l + 1 from a per-program fp32 state row in global memory (two slots, one
-barrier per step; it stays in L1/L2), so no tile holds more than BLOCK_L lanes of a line.
+barrier per step; it stays in L1/L2), so no tile holds more than BLOCK_L lanes of a line;
+each tile's inputs are loaded during the previous tile's iteration.
 
 Segments have CHUNK steps counted from the scan's start, in both passes.
 
@@ -387,8 +388,9 @@ def _fwd_rows(x_ptr, gl_ptr, gc_ptr, gr_ptr, lam_ptr, u_ptr, d_ptr, m_ptr, acc_p
               OFF_LAM: tl.constexpr, EPILOGUE: tl.constexpr, ACC: tl.constexpr, OFF_U: tl.constexpr,
               OFF_D: tl.constexpr, GROUP: tl.constexpr, MIRROR: tl.constexpr, GATE_SHARE: tl.constexpr):
   """The rows layout's forward; EPILOGUE, MIRROR as in _fwd_tile. The walk over (step,
-  line tile) is one loop whose next tile's inputs are loaded before this tile's state
-  round trip (the compiler does not pipeline it), so a step waits only on the state rows."""
+  line tile) is one loop that loads the next tile's inputs in this tile's iteration (the
+  compiler does not pipeline it), so they are in flight across the step's barrier: a step
+  waits for the longer of the HBM latency and its state round trip, not their sum."""
   seg = _segment(NSEG, MIRROR)
   program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
   state = state_ptr + program.to(tl.int64) * (2 * ROW)
