@@ -253,7 +253,8 @@ def measure(lowered, shape, chunk, size, gates=None):
           "resident_per_sm": per_sm, "registers": stats["registers"], "bytes": once, "re_read_bytes": again,
           "l2_footprint": footprint, "halo_in_l2": footprint <= H100_L2_BYTES}
       continue
-    passes = _groups(call)[0] * (2 if "_bwd" in call["kernel"] and _groups(call)[1] > 1 else 1)  # scans per program
+    # scans per program in sequence: its groups, each recomputed then adjoint in a fused backward
+    passes = _groups(call)[0] * (2 if "_bwd" in call["kernel"] and _groups(call)[1] > 1 else 1)
     widen = call["kernel"].startswith(("gspn_pair_fwd", "gspn_quad")) or (  # kernels/core_op.py: their tiles
         call["kernel"].startswith("gspn_pair_bwd") and layout.backward_widen(shape, "lr"))
     rows_tile = layout.quad_tile("_bwd" in call["kernel"]) if _quad(call) else layout.ROWS_TILE
@@ -264,7 +265,7 @@ def measure(lowered, shape, chunk, size, gates=None):
     issue += issue_time(n * call["num_warps"] * loop["instructions"] * passes * meta["CHUNK"] * tiles)
     # a pixel's other channel blocks run at once: the whole grid resident, or one group's share
     # of it (the four groups' launch: axis 2, the slowest in launch order)
-    siblings = n // _groups(call)[1] ** _quad(call) <= H100_SMS * per_sm
+    siblings = (n // 4 if _quad(call) else n) <= H100_SMS * per_sm
     once, again = kernel_bytes(call, shape, chunk, size, metas, siblings=siblings, gates=gates)
     latency += t
     row = {"kernel": call["kernel"], "programs": n, "programs_per_sm": round(n / H100_SMS, 2),

@@ -4,7 +4,8 @@
 
 One GSPN layer's forward and backward (gspn_core, impl="triton", four directions, bf16,
 R = D/16) at a GSPN-XL/2 shape and a high-resolution few-channel map, local (the stencil)
-and global (paired scans: tile and rows layouts), with one gate per channel (gate_channels=None, the release) and with GSPN-2's one
+and global (tile pairs at XL/2, the four groups at once at 1K^2), with one gate per channel
+(gate_channels=None, the release) and with GSPN-2's one
 gate triple per pixel and group (gate_channels=1), lowered for CUDA sm_90 through jax-triton
 and every kernel's PTX assembled (kernels/audit.py): registers, spills, SASS instructions
 per element-step, replicated warps; gate_copies counts kernel operands made by a slice or

@@ -11,7 +11,9 @@ global scan of one high-resolution map otherwise runs as one program. Such progr
 walk their lines in 2 x ROWS_TILE tiles in the paired forward (and backward, up to
 1K lines); siblings read the other channels of the same sectors in the same step (L2
 hits, bench/kernel_predict.py). A layer whose segments are at most two steps long is a
-stencil instead (stencil_geometry: blocks of pixels of one parity class x channels).
+stencil instead (stencil_geometry: blocks of pixels of one parity class x channels). A
+square map whose rows-layout grid stays small runs its four groups as concurrent programs
+of one launch (quad, quad_tile).
 """
 
 import math

@@ -138,7 +138,7 @@ def main():
                               ((2, 7, 5, 3), 2, jnp.bfloat16), ((2, 5, 6, 3), 3, jnp.float32),
                               ((2, 6, 4, 3), 3, jnp.bfloat16), ((1, 33, 3, 2), None, jnp.float32)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))
-  # a square map whose rows-layout grid stays below layout.MIN_PROGRAMS: the four groups at
+  # a square map whose rows-layout grid stays below layout.QUAD_MAX_PROGRAMS: the four groups at
   # once (lines of 33, one or two one-channel programs per group; 11 segments; bf16)
   for shape, chunk, dtype in (((1, 33, 33, 1), 3, jnp.float32), ((1, 33, 33, 2), None, jnp.bfloat16)):
     results.append(core_case(shape, chunk, jnp.dtype(dtype)))

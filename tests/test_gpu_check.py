@@ -1,5 +1,7 @@
 """bench.gpu_check's CPU-safe parts: its refusal without a GPU and its measured-vs-predicted table."""
 
+import pathlib
+
 import pytest
 
 from bench import gpu_check
@@ -27,9 +29,17 @@ def test_quick_mode_names_real_cases_and_refuses_mixed_modes(capsys):
 
   assert set(gpu_check.QUICK_CASES) <= {name for name, _, _ in kernel.FULL}
   assert sum(gpu_check.QUICK_LIMITS_S.values()) <= 600  # a 15-minute device budget, its start-up included
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as exit_:
     gpu_check.main(["--smoke", "--quick"])
-  assert "--smoke or --quick, not both" in capsys.readouterr().err
-  with pytest.raises(SystemExit):  # a subset would overwrite the committed full prediction
+  assert exit_.value.code == 2 and "--smoke or --quick, not both" in capsys.readouterr().err
+  committed = pathlib.Path("bench/results/kernel_predicted_h100.json")
+  before = committed.read_bytes()
+  with pytest.raises(SystemExit) as exit_:  # a subset would overwrite the committed full prediction
     kernel.main(["--predict", "--cases", "xl2_256px_local"])
-  assert "with --predict give --out" in capsys.readouterr().err
+  assert exit_.value.code == 2 and "with --predict give --out" in capsys.readouterr().err
+  assert committed.read_bytes() == before  # refused before any work: the full table is intact
+  for argv, message in ((["--cases", "xl2_2k_local"], "invalid choice: 'xl2_2k_local'"),
+                        (["--smoke", "--cases", "xl2_256px_local"], "--cases: not with --smoke")):
+    with pytest.raises(SystemExit) as exit_:
+      kernel.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
