@@ -174,6 +174,21 @@ def test_gspn_s2_forward_and_backward_on_cpu():
   assert all(np.isfinite(norms)) and all(n > 0 for n in norms)
 
 
+def test_gspn_train_step_lowers_for_tpu_on_the_xla_path():
+  # Exported for TPU from this CPU host (what a TPU would compile): the default impl off
+  # GPUs is the XLA path, whose every op has a TPU lowering and no custom call.
+  model = _perturb(tiny_gspn())
+  graphdef, params = nnx.split(model, nnx.Param)
+  x, t, y = _batch()
+
+  def loss(params):
+    return jnp.mean(nnx.merge(graphdef, params)(x, t, y) ** 2)
+
+  module = jax.export.export(jax.jit(jax.value_and_grad(loss)), platforms=("tpu",))(params).mlir_module()
+  assert "stablehlo.dot_general" in module
+  assert "stablehlo.custom_call" not in module
+
+
 def test_adaln_conditioning_starts_as_the_released_model_and_conditions_every_block():
   released = tiny_gspn()
   adaln = tiny_gspn(conditioning="adaln")

@@ -50,7 +50,8 @@ def gspn_core(x, xp, w_gates, w_lam, w_u, w_d, m, *, chunk, merge="aligned", imp
       group, autodiff for the rest.
     "xla": the fast XLA path (ops/unrolled.py): the same arithmetic with gates
       normalised where they are produced, steps as strided views of the image-frame
-      arrays, the epilogue and merge fused; the backward saves only the inputs.
+      arrays, the epilogue and merge fused, and (merge="aligned") the four groups' d x
+      terms as one projection (sum_k m_k d_k) x; the backward saves only the inputs.
     "triton": the Triton kernels (kernels/core_op.py), with the same saved inputs:
       one projection of pitch 12G + 12D whose gl/gc/gr/lam/u/d channels the kernels read
       in place (no channel-slice copies; a shared gate read at channel c // (D/G)),
@@ -124,10 +125,28 @@ def _group_weights(w, k, dtype, d):
   return [jax.lax.slice_in_dim(w, s, s + (g if i < 3 else d), axis=1).astype(dtype) for i, s in enumerate(starts)]
 
 
+def _merged_d(xp, wds, m32, dtype):
+  """With merge="aligned" every group's d_k multiplies the same x, so the four d x terms
+  are one projection: sum_k m_k d_k x = (xp @ sum_k m_k W_dk) x (one D-wide dot instead of
+  four, in the forward and in each of the backward's three)."""
+  wd = sum(m32[k] * wds[k].astype(jnp.float32) for k in range(4)).astype(dtype)
+  return wd, jnp.dot(xp, wd).astype(jnp.float32)
+
+
+def _group_blocks(w, x, merge):
+  """Each group's weight blocks for unrolled.group_*: all six, or without d where the d x
+  terms are merged (aligned), and the d blocks."""
+  blocks = [_group_weights(w, k, x.dtype, x.shape[-1]) for k in range(4)]
+  return [b[:5] if merge == "aligned" else b for b in blocks], [b[5] for b in blocks]
+
+
 def _unrolled(x, xp, w, m, chunk, merge):
   m = m.astype(x.dtype).astype(jnp.float32)
-  y = sum(unrolled.group_forward(xk, xp, _group_weights(w, k, x.dtype, x.shape[-1]), m[k], direction, chunk)
+  blocks, wds = _group_blocks(w, x, merge)
+  y = sum(unrolled.group_forward(xk, xp, blocks[k], m[k], direction, chunk)
           for k, (xk, direction) in enumerate(_inputs(x, merge)))
+  if merge == "aligned":
+    y = y + _merged_d(xp, wds, m, x.dtype)[1] * x.astype(jnp.float32)
   return y.astype(x.dtype)
 
 
@@ -135,7 +154,13 @@ def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
   """The fast path's backward, group by group (one group's transients live at a time)."""
   m32 = m.astype(x.dtype).astype(jnp.float32)
   dy = dy.astype(jnp.float32)
+  blocks, wds = _group_blocks(w, x, merge)
   dx, dm, dws, dxp = 0, [], [], 0
+  if merge == "aligned":  # the merged d x term: D = xp @ wd, its cotangent dy x
+    wd, dproj = _merged_d(xp, wds, m32, x.dtype)
+    ct = (dy * x.astype(jnp.float32)).astype(x.dtype)
+    g = jnp.einsum("...r,...c->rc", xp, ct, preferred_element_type=jnp.float32)  # xp^T (dy x)
+    dx, dxp = dproj * dy, jnp.dot(ct, wd.T, preferred_element_type=jnp.float32)
 
   def to_x(dxk, k):  # the transpose of _inputs' k-th transform
     if merge == "aligned" or k == 0:
@@ -144,9 +169,10 @@ def _unrolled_bwd(x, xp, w, m, chunk, merge, dy):
     return jnp.swapaxes(dxk, 1, 2) if k % 2 else dxk
 
   for k, (xk, direction) in enumerate(_inputs(x, merge)):
-    dxk, dxpk, dwk, dmk = unrolled.group_backward(xk, xp, _group_weights(w, k, x.dtype, x.shape[-1]), m32[k], dy,
-                                                   direction, chunk)
+    dxk, dxpk, dwk, dmk = unrolled.group_backward(xk, xp, blocks[k], m32[k], dy, direction, chunk)
     dx, dxp = dx + to_x(dxk, k), dxp + dxpk
+    if merge == "aligned":  # d_k's share of the merged term: dW_dk = m_k g, dm_k += <g, W_dk>
+      dwk, dmk = dwk + [m32[k] * g], dmk + jnp.sum(g * wds[k].astype(jnp.float32))
     dws.append(dwk)
     dm.append(dmk)
   dw = jnp.concatenate([dws[k][i] for i in range(6) for k in range(4)], axis=1)  # w's layout

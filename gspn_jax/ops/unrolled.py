@@ -15,7 +15,9 @@ m (u h + d x). Its backward is the reference's analytic adjoint (a reverse recur
 with the transposed tridiagonal operator) with the normalisation's and sigmoid's
 Jacobians written out; each step's block cotangents are contracted where they are
 formed (dW_i += xp_j^T dP_ij, dxp_j += dP_ij W_i^T), so no projection or cotangent of
-the whole layer is sliced, stacked, concatenated or kept.
+the whole layer is sliced, stacked, concatenated or kept. Where the groups scan x in
+place (merge="aligned") a group runs without its d block: gspn_core adds the four groups'
+d x terms as one projection (core._merged_d).
 
 Channel-shared gates (gspn_core's gate_channels = G < D): the gate blocks are (R, G); a
 step's sigmoids and normaliser are computed at G channels and broadcast over the D/G
@@ -137,30 +139,35 @@ def _states(st, xs, ps):
   return hs
 
 
+def _epilogue(p, h, x):
+  """u h + d x of a step, or u h where the group has no d block (its d x term is merged)."""
+  return p[4] * h + p[5] * x if len(p) > 5 else p[4] * h
+
+
 def group_forward(xk, xp, wk, mk, direction, chunk):
   """m_k (u h + d x) of one channel group, fp32, in xk's frame. wk: the group's six
-  (R, D) weight blocks gl, gc, gr, lam, u, d in xk's dtype; mk: fp32 scalar."""
+  (R, D) weight blocks gl, gc, gr, lam, u, d in xk's dtype, or the first five (then
+  m_k u h: the caller adds the d x terms of all groups at once); mk: fp32 scalar."""
   st = Steps(xk.shape, direction, chunk)
   xs, ps = st.split(xk), _project(st.split(xp, dtype=xp.dtype), wk)
   hs = _states(st, xs, ps)
-  return st.join([mk * (p[4] * h + p[5] * x) for x, p, h in zip(xs, ps, hs)], jnp.float32)
+  return st.join([mk * _epilogue(p, h, x) for x, p, h in zip(xs, ps, hs)], jnp.float32)
 
 
 def group_backward(xk, xp, wk, mk, dy, direction, chunk):
-  """Cotangents (dxk fp32, dxp fp32, the six blocks' dwk fp32, dmk) of group_forward for dy (fp32)."""
+  """Cotangents (dxk fp32, dxp fp32, the blocks' dwk fp32, dmk) of group_forward for dy (fp32)."""
   st = Steps(xk.shape, direction, chunk)
   xps = st.split(xp, dtype=xp.dtype)
   xs, ps, dys = st.split(xk), _project(xps, wk), st.split(dy)
   hs = _states(st, xs, ps)
-  dxs, dxps, dws, dm, carry = [None] * st.n, [None] * st.n, [0] * 6, 0, None
+  dxs, dxps, dws, dm, carry = [None] * st.n, [None] * st.n, [0] * len(wk), 0, None
   for j in reversed(range(st.n)):
     x, p, h, dy_j = xs[j], ps[j], hs[j], dys[j]
-    u, dd = p[4], p[5]
-    dh = mk * u * dy_j
+    dh = mk * p[4] * dy_j
     # g is materialised once: it feeds the next step and every gradient, which XLA
     # would otherwise re-evaluate through the whole chain.
     g = jax.lax.optimization_barrier(dh if carry is None else dh + carry)
-    dp = [None] * 3 + [x * g, mk * dy_j * h, mk * dy_j * x]  # cotangents of the six column blocks
+    dp = [None] * 3 + [x * g, mk * dy_j * h, mk * dy_j * x][:len(wk) - 3]  # the column blocks' cotangents
     if j > 0:  # the step's gates act on the previous state (none at a segment's first step)
       prev = hs[j - 1]
       (a, b, c), (hp, hn), t, s = _gates(p, st.line)
@@ -171,8 +178,8 @@ def group_backward(xk, xp, wk, mk, dy, direction, chunk):
       a, b, c, s = (spread(v, g.shape[-1]) for v in (a, b, c, s))
       gn = g / s  # the transposed operator: each gate at its own position, applied to g
       carry = b * gn + shift(a * gn, st.line, -1) + shift(c * gn, st.line, 1)
-    dxs[j] = p[3] * g + mk * dd * dy_j
-    dm = dm + jnp.sum(dy_j * (u * h + dd * x))
+    dxs[j] = p[3] * g + mk * p[5] * dy_j if len(p) > 5 else p[3] * g
+    dm = dm + jnp.sum(dy_j * _epilogue(p, h, x))
     # Each block's cotangent contracted as formed, one dot each: a concatenation of the
     # six would copy all 6D channels once more.
     dxp_j = 0
