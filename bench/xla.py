@@ -128,7 +128,7 @@ def plot(rows, path):
   from bench.plots import plt, save
 
   keys = [("gflop", "GFLOP / step"), ("gb_accessed", "GB accessed / step"), ("temp_gib", "temp memory (GiB)"),
-          ("s_per_step_min", "CPU s / step")]
+          ("s_per_step_min", "wall s / step (min)")]
   fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4))
   inputs = sorted({r["input"] for r in rows})
   models = list(dict.fromkeys(r["model"] for r in rows))
@@ -138,7 +138,10 @@ def plot(rows, path):
       vals = [next((r.get(k, 0) for r in rows if r["model"] == m and r["input"] == s), 0) for s in inputs]
       ax.bar([j + i * width for j in range(len(inputs))], vals, width, label=m)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(inputs))], inputs)
-    ax.set_yscale("log")
+    if any(r.get(k, 0) > 0 for r in rows):
+      ax.set_yscale("log")
+    else:  # XL/2 rows are compiled, not timed
+      ax.text(0.5, 0.5, "compiled only", ha="center", transform=ax.transAxes)
     ax.set_title(title)
   axes[0].legend(fontsize=7)
   save(fig, path)
