@@ -127,8 +127,8 @@ def _group_weights(w, k, dtype, d):
 
 def _merged_d(xp, wds, m32, dtype):
   """With merge="aligned" every group's d_k multiplies the same x, so the four d x terms
-  are one projection: sum_k m_k d_k x = (xp @ sum_k m_k W_dk) x (one D-wide dot instead of
-  four, in the forward and in each of the backward's three)."""
+  are one projection: sum_k m_k d_k x = (xp @ sum_k m_k W_dk) x (one D-wide dot on the whole
+  map instead of one per group and step, in the forward and in each of the backward's three)."""
   wd = sum(m32[k] * wds[k].astype(jnp.float32) for k in range(4)).astype(dtype)
   return wd, jnp.dot(xp, wd).astype(jnp.float32)
 
