@@ -175,9 +175,10 @@ def test_gspn_s2_forward_and_backward_on_cpu():
 
 
 def test_gspn_train_step_lowers_for_tpu_on_the_xla_path():
-  # Exported for TPU from this CPU host (what a TPU would compile): the default impl off
-  # GPUs is the XLA path, whose every op has a TPU lowering and no custom call.
-  model = _perturb(tiny_gspn())
+  # Exported for TPU (what a TPU would compile): the XLA path, which impl="auto" takes
+  # wherever Triton does not run, has a TPU lowering for every op and no custom call. Pinned
+  # to "xla" so that on a GPU host, where "auto" is Triton, the test checks the same thing.
+  model = _perturb(tiny_gspn(scan_impl="xla"))
   graphdef, params = nnx.split(model, nnx.Param)
   x, t, y = _batch()
 
